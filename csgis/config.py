@@ -1,0 +1,251 @@
+"""Typed experiment configuration: YAML file -> dataclasses, with dotted CLI overrides.
+
+Every key has exactly one default, here. `load_config("configs/x.yaml", ["train.lr=5e-4"])`
+returns a `Config`; unknown keys (in the file or in an override) raise `ConfigError` naming the
+key. The README's table of keys is checked against `flatten(Config())` by the tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class ModelConfig:
+    """Smoothing network (SPEC 1)."""
+    width: int = 64                # channels of every hidden layer
+    descriptor_blocks: int = 12    # HDC blocks in the shared descriptor (release test script: 20)
+    coarse_blocks: int = 3         # HDC blocks in the coarse head
+    refine_blocks: int = 6         # HDC blocks in the refine head
+
+
+@dataclass
+class SegmenterConfig:
+    """DeepLabV3+ MobileNetV2 segmentation branch (SPEC 2)."""
+    checkpoint: str = ""           # DeepLabV3Plus-Pytorch file or ours; required when loss.segmentation > 0
+    output_stride: int = 16        # 16 as trained by its authors; the release builds it at 8
+    num_classes: int = 21
+    eval_mode: bool = True         # frozen BN statistics; the release never calls eval()
+    train_segmenter: bool = False  # fine-tune it together with the smoother
+    lr: float = 1e-4               # learning rate of the segmenter when fine-tuned or pre-trained
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and switches (SPEC 3). A weight of 0 switches the term off."""
+    l1: float = 1.0                # L1(coarse, gt) + L1(prediction, gt)
+    ssim: float = 0.1              # multi-scale SSIM loss weight
+    ssim_scales: int = 4
+    edge: float = 0.001            # class-balanced BCE on edge logits, summed
+    dtv: float = 0.0               # gradient prior; computed but unused in the release
+    dtv_coarse: float = 10.0       # factor of the coarse stage inside the DTV term
+    contrastive: float = 1.0       # lambda_c
+    contrastive_form: str = "triplet"   # triplet | ratio
+    margin_pixel: float = 0.3      # k1: gray-L1 hinge margin
+    margin_vgg: float = 0.04       # k2: VGG Gram hinge margin
+    negatives: str = "coin"        # coin (release) | per_sample | both | over | input
+    vgg_weights: str = "imagenet"  # imagenet | random (tests only) | path to a VGG16 state dict
+    vgg_normalize: bool = False    # ImageNet-normalise VGG inputs (the release does not)
+    segmentation: float = 1.0      # lambda_s
+    seg_input: str = "prediction"  # prediction (intended) | input (release: zero gradient)
+    seg_normalize: bool = True     # ImageNet-normalise segmenter inputs (the release does not)
+
+
+@dataclass
+class DataConfig:
+    """Datasets (SPEC 4-5)."""
+    root: str = "data/demo"        # dataset folder (manifest.csv) or the authors' released layout
+    format: str = "manifest"       # manifest | released | online
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    textures: str = ""             # online mode: folder of texture images
+    released_n_gt: int = 150       # released layout: number of GT images (index = name % n_gt)
+    patch_size: int = 128          # random training crop
+    val_crop: int = 0              # 0: validate on full images; >0: deterministic centre crop
+    hflip: float = 0.5             # probability
+    rotate: float = 45.0           # max absolute rotation in degrees
+    brightness: list = field(default_factory=lambda: [0.3, 1.7])
+    contrast: list = field(default_factory=lambda: [0.3, 1.7])
+    hue: float = 0.3               # hue shift range [-hue, hue]
+    repeat: int = 1                # passes over the training set per epoch (small datasets)
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (SPEC 5)."""
+    epochs: int = 150
+    batch_size: int = 8            # global batch (split across DDP ranks)
+    lr: float = 1e-3
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    milestones: list = field(default_factory=lambda: [40, 80, 120, 150, 190])
+    gamma: float = 0.5
+    grad_clip: float = 0.0         # 0: off
+    val_every: int = 1             # epochs
+    save_every: int = 10           # epochs; periodic checkpoints
+    log_every: int = 20            # iterations
+    val_images: int = 4            # validation images written to tensorboard
+    max_iters_per_epoch: int = 0   # 0: whole epoch
+
+
+@dataclass
+class Config:
+    name: str = "csgis"
+    task: str = "smoothing"        # smoothing | segmentation (pre-train the segmenter on data labels)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    amp: str = "off"               # off | bf16 | fp16 (CUDA only)
+    channels_last: bool = False
+    sync_bn: bool = False          # SyncBatchNorm under DDP
+    compile: bool = False          # torch.compile the smoother
+    resume: str = ""               # "" | auto | path to a training state
+    experiments_dir: str = "experiments"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES = {
+    "task": ("smoothing", "segmentation"),
+    "amp": ("off", "bf16", "fp16"),
+    "loss.contrastive_form": ("triplet", "ratio"),
+    "loss.negatives": ("coin", "per_sample", "both", "over", "input"),
+    "loss.seg_input": ("prediction", "input"),
+    "data.format": ("manifest", "released", "online"),
+    "segmenter.output_stride": (8, 16),
+}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the declared field type, or raise naming the key."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
+    if typ is str:
+        return "" if value is None else str(value)
+    if typ is list or get_origin(typ) is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return list(value)
+    return value
+
+
+def _apply(obj: Any, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value or {}, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _validate(cfg: Config) -> None:
+    flat = flatten(cfg)
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(f"config key '{key}': {flat[key]!r} is not one of {list(allowed)}")
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """['train.lr=5e-4', 'name=x'] -> nested dict with YAML-parsed values."""
+    nested: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. train.lr=5e-4)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def from_dict(data: dict | None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    _apply(cfg, data or {})
+    _apply(cfg, parse_overrides(overrides))
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or only defaults when path is None) and apply dotted overrides."""
+    data: dict = {}
+    if path is not None:
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        return from_dict(data, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict:
+    """Config -> {'train.lr': 0.001, ...} (leaf keys only)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = value
+    return out

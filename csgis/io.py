@@ -1,0 +1,163 @@
+"""Image files in and out. Every reader names the offending file in its error.
+
+- `read_image(path)` -> (H, W, 3) uint8 RGB. Grayscale, gray+alpha, RGBA (alpha dropped),
+  palette and 16-bit files are converted, never rejected.
+- `read_label(path)` -> (H, W) uint8 class indices, palette indices kept intact (VOC
+  SegmentationClass PNGs: 0..20, 255 = ignore).
+- `write_image(path, rgb)` / `write_label(path, label)`: atomic (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageReadError(OSError):
+    """A file could not be read as an image (missing, empty, corrupt, or unsupported)."""
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from None
+    if data.size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    return data
+
+
+def to_uint8_rgb(img: np.ndarray, source: str = "<array>") -> np.ndarray:
+    """Any decoded array (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) -> (H, W, 3) uint8 RGB.
+
+    Alpha is dropped (colour channels kept as stored). 16-bit values are rounded to 8 bits
+    (x / 257), floats are assumed in [0, 1]. Channel order of 3/4-channel input must be BGR(A).
+    """
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.ndim != 3:
+        raise ImageReadError(f"{source}: unsupported image shape {img.shape}")
+    channels = img.shape[2]
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if channels == 2:  # gray + alpha
+        return np.ascontiguousarray(np.repeat(img[:, :, :1], 3, axis=2))
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise ImageReadError(f"{source}: unsupported number of channels ({channels})")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any common image file as (H, W, 3) uint8 RGB; raise ImageReadError naming the file."""
+    path = Path(path)
+    data = _read_bytes(path)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        # OpenCV cannot decode a few formats (e.g. some palette/GIF files): try Pillow.
+        try:
+            with Image.open(path) as pil:
+                pil = pil.convert("RGB")
+                return np.asarray(pil, dtype=np.uint8).copy()
+        except Exception:
+            raise ImageReadError(f"{path}: not a readable image file") from None
+    return to_uint8_rgb(img, str(path))
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Read a class-index label (palette or 8-bit gray PNG) as (H, W) uint8; indices kept."""
+    path = Path(path)
+    _read_bytes(path)  # clear errors for missing / empty files
+    try:
+        with Image.open(path) as pil:
+            if pil.mode in ("P", "L"):
+                return np.asarray(pil, dtype=np.uint8).copy()
+            if pil.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(pil)
+                if arr.max(initial=0) > 255:
+                    raise ImageReadError(f"{path}: label values above 255 are not class indices")
+                return arr.astype(np.uint8)
+            raise ImageReadError(
+                f"{path}: label must be a palette or single-channel PNG of class indices, "
+                f"got mode {pil.mode} (a colour-rendered label has lost its class indices)")
+    except ImageReadError:
+        raise
+    except Exception:
+        raise ImageReadError(f"{path}: not a readable label image") from None
+
+
+def _atomic_write(path: Path, write_fn) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write (H, W, 3) or (H, W) uint8 atomically; the format follows the file extension."""
+    path = Path(path)
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"write_image({path}): expected uint8, got {rgb.dtype}")
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+
+    def _write(tmp: str) -> None:
+        ok, buf = cv2.imencode(path.suffix or ".png", img)
+        if not ok:
+            raise OSError(f"{path}: cannot encode image with extension '{path.suffix}'")
+        buf.tofile(tmp)
+
+    _atomic_write(path, _write)
+
+
+def write_label(path: str | os.PathLike, label: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write (H, W) uint8 class indices as a palette PNG (VOC palette by default), atomically."""
+    path = Path(path)
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise ValueError(f"write_label({path}): expected (H, W) uint8, got {label.dtype} {label.shape}")
+    pil = Image.fromarray(label, mode="P")
+    pil.putpalette(palette or voc_palette())
+
+    _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def voc_palette(n: int = 256) -> list[int]:
+    """The PASCAL VOC colour map (flat list of 3*n ints), as used by SegmentationClass PNGs."""
+    pal = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under a folder (by extension), sorted."""
+    root = Path(root)
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
