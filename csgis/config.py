@@ -32,7 +32,7 @@ class SegmenterConfig:
     """DeepLabV3+ MobileNetV2 segmentation branch (SPEC 2)."""
     checkpoint: str = ""           # DeepLabV3Plus-Pytorch file or ours; required when loss.segmentation > 0
     output_stride: int = 16        # 16 as trained by its authors; the release builds it at 8
-    num_classes: int = 21
+    num_classes: int = 21          # VOC: 20 classes + background
     eval_mode: bool = True         # frozen BN statistics; the release never calls eval()
     train_segmenter: bool = False  # fine-tune it together with the smoother
     lr: float = 1e-4               # learning rate of the segmenter when fine-tuned or pre-trained
@@ -43,7 +43,7 @@ class LossConfig:
     """Loss weights and switches (SPEC 3). A weight of 0 switches the term off."""
     l1: float = 1.0                # L1(coarse, gt) + L1(prediction, gt)
     ssim: float = 0.1              # multi-scale SSIM loss weight
-    ssim_scales: int = 4
+    ssim_scales: int = 4           # 2x2 max-pooled scales of the SSIM loss
     edge: float = 0.001            # class-balanced BCE on edge logits, summed
     dtv: float = 0.0               # gradient prior; computed but unused in the release
     dtv_coarse: float = 10.0       # factor of the coarse stage inside the DTV term
@@ -64,7 +64,7 @@ class DataConfig:
     """Datasets (SPEC 4-5)."""
     root: str = "data/demo"        # dataset folder (manifest.csv) or the authors' released layout
     format: str = "manifest"       # manifest | released | online
-    train_split: str = "train"
+    train_split: str = "train"     # split names of the manifest
     val_split: str = "val"
     test_split: str = "test"
     textures: str = ""             # online mode: folder of texture images
@@ -73,23 +73,23 @@ class DataConfig:
     val_crop: int = 0              # 0: validate on full images; >0: deterministic centre crop
     hflip: float = 0.5             # probability
     rotate: float = 45.0           # max absolute rotation in degrees
-    brightness: list = field(default_factory=lambda: [0.3, 1.7])
-    contrast: list = field(default_factory=lambda: [0.3, 1.7])
+    brightness: list = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
+    contrast: list = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
     hue: float = 0.3               # hue shift range [-hue, hue]
     repeat: int = 1                # passes over the training set per epoch (small datasets)
-    num_workers: int = 2
+    num_workers: int = 2           # DataLoader workers per process
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping (SPEC 5)."""
-    epochs: int = 150
+    epochs: int = 150              # the released checkpoint is from epoch 218
     batch_size: int = 8            # global batch (split across DDP ranks)
     lr: float = 1e-3
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    milestones: list = field(default_factory=lambda: [40, 80, 120, 150, 190])
-    gamma: float = 0.5
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam
+    weight_decay: float = 0.0      # Adam weight decay
+    milestones: list = field(default_factory=lambda: [40, 80, 120, 150, 190])  # MultiStepLR epochs
+    gamma: float = 0.5             # MultiStepLR factor
     grad_clip: float = 0.0         # 0: off
     val_every: int = 1             # epochs
     save_every: int = 10           # epochs; periodic checkpoints
@@ -100,17 +100,17 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    name: str = "csgis"
+    name: str = "csgis"            # run folder name: <experiments_dir>/<name>
     task: str = "smoothing"        # smoothing | segmentation (pre-train the segmenter on data labels)
-    seed: int = 0
-    deterministic: bool = False
+    seed: int = 0                  # seeds python, numpy, torch and the data loader
+    deterministic: bool = False    # deterministic algorithms (bit-exact resume on CPU)
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     amp: str = "off"               # off | bf16 | fp16 (CUDA only)
     channels_last: bool = False
     sync_bn: bool = False          # SyncBatchNorm under DDP
     compile: bool = False          # torch.compile the smoother
     resume: str = ""               # "" | auto | path to a training state
-    experiments_dir: str = "experiments"
+    experiments_dir: str = "experiments"  # parent folder of run folders
     model: ModelConfig = field(default_factory=ModelConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     loss: LossConfig = field(default_factory=LossConfig)

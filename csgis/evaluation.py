@@ -1,0 +1,517 @@
+"""Scoring folders of results, trained models and classical baselines (SPEC 6-7).
+
+Library side of scripts/evaluate.py and scripts/baselines.py:
+- `match_folder` / `match_manifest`: pair prediction files with ground truths (rules below).
+- `score_pairs`: per-image PSNR/SSIM in both conventions; unreadable files and size mismatches
+  are collected as problems (path named), never raised.
+- `evaluate_model`: run a checkpoint over a dataset split and score it (plus the input itself).
+- `run_baselines`: each classical smoother, parameters chosen on a validation split, scored on
+  the test split with its time per image.
+- `summarize`, `format_table`, `write_csv`, `write_json`: outputs; every table names its convention.
+
+Matching rules for a prediction `<dir>/<name>.<any image ext>`, first that applies:
+1. "name": a GT with the same relative path minus extension, else the same file stem (if unique);
+2. "nks":  NKS-style texture suffix, `S12T03` -> GT `S12` (a stem ending in T<digits>);
+   "structure": this project's input names, `<structure>__<texture>` -> GT `<structure>`;
+3. with a dataset manifest instead of a GT folder: the stem equals a row's id or its input
+   file's stem, within the chosen split ("manifest").
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from csgis.io import ImageReadError, list_images, read_image, write_image
+
+METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+CONVENTIONS = {
+    "paper": "PSNR/SSIM paper convention (zero-padded Gaussian SSIM on [0,1] RGB, SPEC 6)",
+    "standard": "PSNR/SSIM standard convention (BasicSR/skimage-compatible: valid-window Gaussian "
+                "SSIM on uint8 RGB, per channel)",
+}
+INPUT_ROW = "input"
+_NKS_STEM = re.compile(r"^(?P<gt>.+)T\d+$")
+
+
+# --------------------------------------------------------------------------- matching
+@dataclass
+class Pair:
+    """One prediction and its ground truth; `name` identifies the image in tables."""
+    name: str
+    pred: Path
+    gt: Path
+    rule: str
+
+
+@dataclass
+class Matching:
+    """Result of pairing a prediction folder with ground truths."""
+    pairs: list[Pair] = field(default_factory=list)
+    unmatched: list[Path] = field(default_factory=list)     # predictions without a GT
+    missing: list[str] = field(default_factory=list)        # GT names without a prediction
+    duplicates: list[str] = field(default_factory=list)     # GT names found with several extensions
+
+
+def _rel_stem(path: Path, root: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def _nks_name(stem: str) -> str | None:
+    match = _NKS_STEM.match(stem)
+    return match.group("gt") if match else None
+
+
+def _require_dir(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {path} does not exist or is not a folder")
+    return path
+
+
+def match_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> Matching:
+    """Pair every image under pred_dir with one under gt_dir by name or NKS rule (module docstring)."""
+    pred_dir, gt_dir = _require_dir(pred_dir, "prediction"), _require_dir(gt_dir, "ground-truth")
+    result = Matching()
+    by_rel: dict[str, Path] = {}
+    for path in list_images(gt_dir):
+        key = _rel_stem(path, gt_dir)
+        if key in by_rel:
+            result.duplicates.append(key)
+            continue
+        by_rel[key] = path
+    by_stem: dict[str, Path | None] = {}
+    for key, path in by_rel.items():
+        stem = Path(key).name
+        by_stem[stem] = None if stem in by_stem else path  # None: ambiguous stem, not used
+
+    def lookup(rel: str) -> Path | None:
+        return by_rel.get(rel) or by_stem.get(Path(rel).name)
+
+    used = set()
+    for pred in list_images(pred_dir):
+        rel = _rel_stem(pred, pred_dir)
+        gt, rule = lookup(rel), "name"
+        if gt is None:
+            gt_name = _nks_name(Path(rel).name)
+            if gt_name is not None:
+                gt, rule = lookup((Path(rel).parent / gt_name).as_posix()), "nks"
+        if gt is None and "__" in Path(rel).name:
+            structure = Path(rel).name.split("__")[0]
+            gt, rule = lookup((Path(rel).parent / structure).as_posix()), "structure"
+        if gt is None:
+            result.unmatched.append(pred)
+            continue
+        used.add(gt)
+        result.pairs.append(Pair(rel, pred, gt, rule))
+    result.missing = sorted(k for k, p in by_rel.items() if p not in used)
+    return result
+
+
+def match_manifest(pred_dir: str | os.PathLike, data_root: str | os.PathLike, split: str) -> Matching:
+    """Pair predictions with the GTs of a dataset split by row id or input file stem."""
+    from csgis.data.manifest import read_manifest
+
+    pred_dir, data_root = _require_dir(pred_dir, "prediction"), _require_dir(data_root, "dataset")
+    rows = read_manifest(data_root, split)
+    if not rows:
+        raise ValueError(f"{data_root / 'manifest.csv'}: no rows in split '{split}'")
+    by_key: dict[str, dict] = {}
+    for row in rows:
+        by_key.setdefault(row["id"], row)
+        by_key.setdefault(Path(row["input"]).stem, row)
+    result = Matching()
+    used = set()
+    for pred in list_images(pred_dir):
+        row = by_key.get(pred.stem)
+        if row is None:
+            result.unmatched.append(pred)
+            continue
+        used.add(row["id"])
+        result.pairs.append(Pair(row["id"], pred, data_root / row["gt"], "manifest"))
+    result.missing = sorted(r["id"] for r in rows if r["id"] not in used)
+    return result
+
+
+# --------------------------------------------------------------------------- scoring
+def parallel_map(function: Callable, jobs: Sequence, workers: int = 1, desc: str = "",
+                 progress: bool = True, initializer: Callable | None = None) -> list:
+    """[function(job) for job in jobs] in order over `workers` processes (<= 1: here), tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = dict(total=len(jobs), desc=desc, unit="img", dynamic_ncols=True, disable=not progress,
+               file=sys.stderr)
+    if workers <= 1 or len(jobs) <= 1:
+        return [function(job) for job in tqdm(jobs, **bar)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer) as pool:
+        return list(tqdm(pool.map(function, jobs, chunksize=1), **bar))
+
+
+def _read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both images, or ValueError naming both files when their sizes differ."""
+    pred, gt = read_image(pred_path), read_image(gt_path)
+    if pred.shape != gt.shape:
+        raise ValueError(f"size mismatch: {pred_path} is {pred.shape[1]}x{pred.shape[0]}, "
+                         f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
+    return pred, gt
+
+
+def _metric_row(name: str, result: np.ndarray, reference: np.ndarray, **extra) -> dict:
+    from csgis.metrics import image_metrics
+
+    row = {"name": name, **extra}
+    row.update(image_metrics(result, reference))
+    return row
+
+
+def _score_pair_job(pair: Pair) -> tuple[dict | None, str | None]:
+    try:
+        pred, gt = _read_pair(pair.pred, pair.gt)
+    except (ImageReadError, ValueError) as e:
+        return None, str(e)
+    return _metric_row(pair.name, pred, gt, pred=str(pair.pred), gt=str(pair.gt), rule=pair.rule), None
+
+
+def score_pairs(pairs: Sequence[Pair], workers: int = 1, progress: bool = True) -> tuple[list[dict], list[str]]:
+    """Per-image metric rows (name, pred, gt, rule, METRIC_KEYS) and problem lines (path named)."""
+    results = parallel_map(_score_pair_job, list(pairs), workers, "scoring", progress)
+    rows = [r for r, _ in results if r is not None]
+    problems = [p for _, p in results if p is not None]
+    return rows, problems
+
+
+def _mean_std(values: Sequence[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return {"mean": math.nan, "std": math.nan}
+    if np.isinf(array).any():
+        # Identical images give PSNR = inf; the mean is then inf and the spread undefined.
+        return {"mean": float(array.mean()), "std": math.nan}
+    return {"mean": float(array.mean()), "std": float(array.std())}
+
+
+def summarize(rows: Sequence[dict], seconds_per_image: float | None = None) -> dict:
+    """{n, <metric>: {mean, std} for METRIC_KEYS[, seconds_per_image]} over per-image rows."""
+    summary: dict = {"n": len(rows)}
+    for key in METRIC_KEYS:
+        summary[key] = _mean_std([r[key] for r in rows])
+    if seconds_per_image is not None:
+        summary["seconds_per_image"] = seconds_per_image
+    return summary
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+def format_table(summaries: dict[str, dict], title: str = "") -> str:
+    """Text table of method -> summary, both conventions; the header names them (SPEC 6)."""
+    timed = any("seconds_per_image" in s for s in summaries.values())
+    width = max([len("method")] + [len(m) for m in summaries])
+    header = (f"{'method':<{width}}  {'N':>5}  {'PSNR':>7}  {'SSIM':>6}  |  {'PSNR':>7}  {'SSIM':>6}"
+              + ("  s/image" if timed else ""))
+    group = f"{'':<{width}}  {'':>5}  {'paper':^15}  |  {'standard':^15}"
+    lines = ([title] if title else []) + [
+        f"paper    = {CONVENTIONS['paper']}",
+        f"standard = {CONVENTIONS['standard']}",
+        "PSNR in dB, mean over images.",
+        group, header, "-" * len(header)]
+    for method, s in summaries.items():
+        line = (f"{method:<{width}}  {s['n']:>5}  {_fmt(s['psnr_paper']['mean'], 2):>7}  "
+                f"{_fmt(s['ssim_paper']['mean'], 4):>6}  |  {_fmt(s['psnr_standard']['mean'], 2):>7}  "
+                f"{_fmt(s['ssim_standard']['mean'], 4):>6}")
+        if timed:
+            line += f"  {_fmt(s.get('seconds_per_image'), 3):>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- output files
+def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """Per-image rows to CSV (columns: method, name, pred, gt, rule, METRIC_KEYS, then any others)."""
+    rows = list(rows)
+    first = ["method", "name", "pred", "gt", "rule", *METRIC_KEYS]
+    columns = [c for c in first if any(c in r for r in rows)]
+    columns += sorted({k for r in rows for k in r} - set(columns))
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: (repr(row[c]) if isinstance(row.get(c), float) else row.get(c, ""))
+                         for c in columns})
+    return _atomic_write_text(path, buf.getvalue())
+
+
+def write_json(path: str | os.PathLike, report: dict) -> Path:
+    """Report to JSON; PSNR of identical images is written as Infinity (Python's json reads it back)."""
+    return _atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- folder evaluation
+def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | None = None,
+                    manifest_root: str | os.PathLike | None = None, split: str = "test",
+                    label: str | None = None, workers: int = 1, progress: bool = True) -> dict:
+    """Match and score a folder of predictions; report {methods, images, problems, unmatched, missing, ...}."""
+    if (gt_dir is None) == (manifest_root is None):
+        raise ValueError("give exactly one of a ground-truth folder or a dataset manifest folder")
+    if manifest_root is not None:
+        matching = match_manifest(pred_dir, manifest_root, split)
+    else:
+        matching = match_folder(pred_dir, gt_dir)
+    label = label or Path(pred_dir).resolve().name or "prediction"
+    rows, problems = score_pairs(matching.pairs, workers, progress)
+    for row in rows:
+        row["method"] = label
+    return {
+        "conventions": CONVENTIONS,
+        "pred": str(pred_dir),
+        "gt": str(gt_dir) if gt_dir is not None else None,
+        "manifest": str(manifest_root) if manifest_root is not None else None,
+        "split": split if manifest_root is not None else None,
+        "methods": {label: summarize(rows)},
+        "matched": len(matching.pairs),
+        "unmatched": [str(p) for p in matching.unmatched],
+        "missing": matching.missing,
+        "duplicates": matching.duplicates,
+        "problems": problems,
+        "images": rows,
+    }
+
+
+# --------------------------------------------------------------------------- datasets
+@dataclass
+class Sample:
+    """One test image of a dataset split: textured input and its GT (absolute paths)."""
+    id: str
+    input: Path
+    gt: Path
+
+
+def load_split(data_root: str | os.PathLike, split: str, max_images: int = 0) -> list[Sample]:
+    """Samples of one split of a manifest dataset (first max_images when > 0)."""
+    from csgis.data.manifest import read_manifest
+
+    data_root = _require_dir(data_root, "dataset")
+    rows = read_manifest(data_root, split)
+    samples = [Sample(r["id"], data_root / r["input"], data_root / r["gt"]) for r in rows]
+    return samples[:max_images] if max_images > 0 else samples
+
+
+def _score_input_job(sample: Sample) -> tuple[dict | None, str | None]:
+    try:
+        textured, gt = _read_pair(sample.input, sample.gt)
+    except (ImageReadError, ValueError) as e:
+        return None, str(e)
+    return _metric_row(sample.id, textured, gt, pred=str(sample.input), gt=str(sample.gt)), None
+
+
+def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = True) -> tuple[list[dict], list[str]]:
+    """The "input" reference: each textured input scored against its GT."""
+    results = parallel_map(_score_input_job, list(samples), workers, INPUT_ROW, progress)
+    rows = [dict(r, method=INPUT_ROW) for r, _ in results if r is not None]
+    return rows, [p for _, p in results if p is not None]
+
+
+def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
+                   save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
+                   max_images: int = 0, progress: bool = True, label: str = "model") -> dict:
+    """Smooth a split with a checkpoint and score it; also scores the inputs as the "input" row."""
+    import torch
+    from tqdm import tqdm
+
+    from csgis.checkpoint import load_smoother
+    from csgis.inference import smooth_image
+
+    samples = load_split(data_root, split, max_images)
+    if not samples:
+        raise ValueError(f"{Path(data_root) / 'manifest.csv'}: no rows in split '{split}'")
+    model = load_smoother(checkpoint, map_location="cpu")
+    rows, problems, seconds = [], [], []
+    for sample in tqdm(samples, desc=label, unit="img", dynamic_ncols=True, disable=not progress, file=sys.stderr):
+        try:
+            textured, gt = _read_pair(sample.input, sample.gt)
+        except (ImageReadError, ValueError) as e:
+            problems.append(str(e))
+            continue
+        start = time.perf_counter()
+        with torch.inference_mode():
+            prediction = smooth_image(model, textured, tile=tile, device=device)["prediction"]
+        seconds.append(time.perf_counter() - start)
+        pred_path = ""
+        if save_dir is not None:
+            pred_path = str(Path(save_dir) / f"{sample.id}.png")
+            write_image(pred_path, prediction)
+        rows.append(dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)),
+                         method=label))
+    input_rows, input_problems = score_inputs(samples, 1, progress=False)
+    problems += [p for p in input_problems if p not in problems]
+    return {
+        "conventions": CONVENTIONS,
+        "checkpoint": str(checkpoint),
+        "data": str(data_root),
+        "split": split,
+        "tile": tile,
+        "device": str(device),
+        "methods": {INPUT_ROW: summarize(input_rows),
+                    label: summarize(rows, float(np.mean(seconds)) if seconds else None)},
+        "problems": problems,
+        "images": input_rows + rows,
+    }
+
+
+# --------------------------------------------------------------------------- classical baselines
+def _single_thread_worker() -> None:
+    # Worker processes each take one image: keep OpenCV from spawning threads per process.
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+@dataclass
+class FilterJob:
+    """One filter run on one sample (picklable for worker processes)."""
+    filter: str
+    params: dict
+    sample: Sample
+    save: Path | None = None
+
+
+def _filter_job(job: FilterJob) -> tuple[dict | None, str | None]:
+    from csgis.filters import apply_filter
+
+    try:
+        textured, gt = _read_pair(job.sample.input, job.sample.gt)
+    except (ImageReadError, ValueError) as e:
+        return None, str(e)
+    start = time.perf_counter()
+    smoothed = apply_filter(job.filter, textured, **job.params)
+    seconds = time.perf_counter() - start
+    if job.save is not None:
+        write_image(job.save, smoothed)
+    return _metric_row(job.sample.id, smoothed, gt, method=job.filter, pred=str(job.save or ""),
+                       gt=str(job.sample.gt), seconds=seconds), None
+
+
+def _run_filter(name: str, params: dict, samples: Sequence[Sample], workers: int, progress: bool,
+                desc: str, save_dir: Path | None = None) -> tuple[list[dict], list[str]]:
+    jobs = [FilterJob(name, dict(params), s, save_dir / name / f"{s.id}.png" if save_dir else None)
+            for s in samples]
+    results = parallel_map(_filter_job, jobs, workers, desc, progress, _single_thread_worker)
+    return [r for r, _ in results if r is not None], [p for _, p in results if p is not None]
+
+
+def select_params(name: str, grid: Sequence[dict], samples: Sequence[Sample], metric: str = "ssim_paper",
+                  workers: int = 1, progress: bool = True) -> tuple[dict, list[dict], list[str]]:
+    """Best setting of `grid` by mean `metric` (higher is better) on samples -> (params, trials, problems)."""
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"select metric must be one of {METRIC_KEYS}, got {metric!r}")
+    trials, problems, best = [], [], None
+    for params in grid:
+        rows, errs = _run_filter(name, params, samples, workers, progress, f"{name} val {params}")
+        problems += [e for e in errs if e not in problems]
+        summary = summarize(rows)
+        trials.append({"params": dict(params), metric: summary[metric]["mean"], "n": summary["n"]})
+        score = summary[metric]["mean"]
+        if rows and (best is None or score > best[0]):
+            best = (score, dict(params))
+    return (best[1] if best else {}), trials, problems
+
+
+def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: str | None = "val",
+                  filters: Sequence[str] | None = None, select_metric: str = "ssim_paper",
+                  workers: int = 1, max_images: int = 0, save_dir: str | os.PathLike | None = None,
+                  grids: dict[str, list[dict]] | None = None, progress: bool = True) -> dict:
+    """Classical smoothers scored on `split`, each with its PARAM_GRIDS setting chosen on `val_split`.
+
+    A filter whose validation split is empty (or val_split None) runs with its defaults.
+    Report: {conventions, methods: {name: summary}, filters: {name: {params, trials, metrics,
+    seconds_per_image}}, problems, images}.
+    """
+    from csgis.filters import FILTERS, PARAM_GRIDS, default_params
+
+    filters = list(filters) if filters else list(FILTERS)
+    unknown = [f for f in filters if f not in FILTERS]
+    if unknown:
+        raise ValueError(f"unknown filter(s) {', '.join(unknown)}; known: {', '.join(FILTERS)}")
+    grids = grids or PARAM_GRIDS
+    test_samples = load_split(data_root, split, max_images)
+    if not test_samples:
+        raise ValueError(f"{Path(data_root) / 'manifest.csv'}: no rows in split '{split}'")
+    val_samples = load_split(data_root, val_split, max_images) if val_split else []
+    save_dir = Path(save_dir) if save_dir is not None else None
+
+    input_rows, problems = score_inputs(test_samples, workers, progress)
+    methods = {INPUT_ROW: summarize(input_rows)}
+    images = list(input_rows)
+    report_filters = {}
+    for name in filters:
+        trials: list[dict] = []
+        if val_samples and len(grids.get(name, [])) > 1:
+            params, trials, errs = select_params(name, grids[name], val_samples, select_metric, workers, progress)
+            problems += [e for e in errs if e not in problems]
+        elif val_samples and grids.get(name):
+            params = dict(grids[name][0])
+        else:
+            params = {}
+        rows, errs = _run_filter(name, params, test_samples, workers, progress, f"{name} {split}", save_dir)
+        problems += [e for e in errs if e not in problems]
+        seconds = float(np.mean([r["seconds"] for r in rows])) if rows else math.nan
+        methods[name] = summarize(rows, seconds)
+        report_filters[name] = {
+            "params": {**default_params(name), **params},
+            "selected_on": val_split if trials else None,
+            "select_metric": select_metric if trials else None,
+            "trials": trials,
+            "metrics": {k: methods[name][k] for k in METRIC_KEYS},
+            "n": len(rows),
+            "seconds_per_image": seconds,
+        }
+        images += rows
+    return {
+        "conventions": CONVENTIONS,
+        "data": str(data_root),
+        "split": split,
+        "val_split": val_split if val_samples else None,
+        "select_metric": select_metric,
+        "n_test": len(test_samples),
+        "n_val": len(val_samples),
+        "workers": workers,
+        "methods": methods,
+        "filters": report_filters,
+        "problems": problems,
+        "images": images,
+    }

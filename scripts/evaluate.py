@@ -1,0 +1,110 @@
+"""Score smoothing results with PSNR/SSIM in both conventions (SPEC 6).
+
+Score a folder of saved results against ground truths (matched by name, NKS-style S12T03 -> S12,
+or a dataset manifest):
+    python scripts/evaluate.py --pred results/ --gt data/nks/gt [--csv per_image.csv] [--json summary.json]
+    python scripts/evaluate.py --pred results/ --manifest data/voc_smooth --split test
+Run a checkpoint over a dataset split and score it (the textured input is scored too, as "input"):
+    python scripts/evaluate.py --checkpoint experiments/x/models/best.pth --data data/voc_smooth \
+        --split test [--save results/] [--tile 512] [--device cuda]
+
+Exit status: 0 when every matched pair was scored; 1 when a file was unreadable or a pair's sizes
+differ (each reported with its path, the rest still scored); 2 on bad arguments or when nothing
+matched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from csgis import evaluation  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--pred", help="folder of predictions (any image format, searched recursively)")
+    mode.add_argument("--checkpoint", help="smoother checkpoint to run over --data --split")
+    parser.add_argument("--gt", help="folder of ground truths (with --pred)")
+    parser.add_argument("--manifest", help="dataset folder with manifest.csv: GTs of --split (with --pred)")
+    parser.add_argument("--data", help="dataset folder with manifest.csv (with --checkpoint)")
+    parser.add_argument("--split", default="test", help="dataset split (default: test)")
+    parser.add_argument("--save", help="with --checkpoint: write predictions as <SAVE>/<id>.png")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="with --checkpoint: tile size in pixels (0: whole image; default: by device memory)")
+    parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda, cuda:1, mps (default: cpu)")
+    parser.add_argument("--max-images", type=int, default=0, help="with --checkpoint: first N images only")
+    parser.add_argument("--name", help="method name in the table (default: the --pred folder name, or 'model')")
+    parser.add_argument("--csv", help="write per-image metrics to this CSV file")
+    parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
+    parser.add_argument("--workers", type=int, default=1, help="processes for scoring a folder (default: 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.pred is not None:
+        if (args.gt is None) == (args.manifest is None):
+            parser.error("--pred needs exactly one of --gt or --manifest")
+        if args.data or args.save or args.tile is not None:
+            parser.error("--data, --save and --tile belong to --checkpoint mode")
+    else:
+        if not args.data:
+            parser.error("--checkpoint needs --data (a dataset folder with manifest.csv)")
+        if args.gt or args.manifest:
+            parser.error("--gt and --manifest belong to --pred mode; use --data with --checkpoint")
+    return args
+
+
+def _report_list(title: str, items: list, limit: int = 20) -> None:
+    if not items:
+        return
+    print(f"{title} ({len(items)}):", file=sys.stderr)
+    for item in items[:limit]:
+        print(f"  {item}", file=sys.stderr)
+    if len(items) > limit:
+        print(f"  ... and {len(items) - limit} more", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.pred is not None:
+            report = evaluation.evaluate_folder(args.pred, args.gt, args.manifest, args.split, args.name,
+                                                args.workers, progress=not args.quiet)
+        else:
+            report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
+                                               args.device, args.max_images, progress=not args.quiet,
+                                               label=args.name or "model")
+    except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    _report_list("predictions without a ground truth (skipped)", report.get("unmatched", []))
+    _report_list("ground truths found under several extensions (first one used)", report.get("duplicates", []))
+    if report.get("missing"):
+        print(f"note: {len(report['missing'])} ground truth(s) have no prediction, e.g. "
+              f"{', '.join(report['missing'][:5])}", file=sys.stderr)
+    _report_list("problems (skipped)", report["problems"])
+
+    scored = sum(s["n"] for s in report["methods"].values())
+    if args.pred is not None and report["matched"] == 0:
+        where = args.gt or f"{args.manifest} (split {args.split})"
+        print(f"error: no prediction in {args.pred} matched a ground truth in {where}", file=sys.stderr)
+        return 2
+    if scored == 0:
+        print("error: no image could be scored", file=sys.stderr)
+        return 2
+
+    print(evaluation.format_table(report["methods"]))
+    if args.csv:
+        evaluation.write_csv(args.csv, report["images"])
+        print(f"per-image metrics: {args.csv}")
+    if args.json:
+        evaluation.write_json(args.json, report)
+        print(f"summary: {args.json}")
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

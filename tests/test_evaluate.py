@@ -1,0 +1,248 @@
+"""Evaluation and baselines: known PSNR/SSIM, GT matching rules, CSV/JSON, bad files, model and filters."""
+import csv
+import importlib.util
+import json
+import math
+import subprocess
+
+import numpy as np
+import pytest
+
+from csgis import evaluation
+from csgis.data.manifest import write_manifest
+from csgis.filters import FILTERS
+from csgis.io import read_image, write_image
+from csgis.metrics import image_metrics
+
+
+def _image(seed, shape=(24, 28, 3), low=10, high=240):
+    return np.random.default_rng(seed).integers(low, high, size=shape, dtype=np.uint8)
+
+
+def _load_script(repo_root, name):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", repo_root / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluate_script(repo_root):
+    return _load_script(repo_root, "evaluate")
+
+
+@pytest.fixture(scope="module")
+def baselines_script(repo_root):
+    return _load_script(repo_root, "baselines")
+
+
+def _make_dataset(root, splits=(("val", 2), ("test", 2)), size=32):
+    """Tiny manifest dataset: gt = two flat regions, input = gt + gray checker texture."""
+    rows = []
+    y, x = np.mgrid[:size, :size]
+    texture = (20 * np.sign(np.sin(x * np.pi / 2 + 0.3) * np.sin(y * np.pi / 2 + 0.3)))[:, :, None]
+    k = 0
+    for split, count in splits:
+        for _ in range(count):
+            gt = np.where((x < size // 2)[:, :, None], [60 + 5 * k, 90, 120], [180, 150 - 5 * k, 70])
+            textured = np.clip(gt + texture, 0, 255).astype(np.uint8)
+            sid = f"s{k}"
+            write_image(root / "gt" / f"{sid}.png", gt.astype(np.uint8))
+            write_image(root / "input" / f"{sid}__t0.png", textured)
+            rows.append({"id": f"{sid}__t0", "split": split, "input": f"input/{sid}__t0.png",
+                         "gt": f"gt/{sid}.png", "edge": f"edge/{sid}.png", "seg": "",
+                         "over": f"over/{sid}.png", "structure": sid, "texture": "t0"})
+            k += 1
+    write_manifest(root, rows)
+    return rows
+
+
+# --------------------------------------------------------------------------- known values
+def test_constant_offset_gives_known_psnr_and_identical_gives_inf(tmp_path):
+    gt = _image(0)
+    write_image(tmp_path / "gt" / "a.png", gt)
+    write_image(tmp_path / "gt" / "b.png", gt)
+    write_image(tmp_path / "pred" / "a.png", gt + np.uint8(5))   # MSE = 25 on [0, 255]
+    write_image(tmp_path / "pred" / "b.png", gt)
+    report = evaluation.evaluate_folder(tmp_path / "pred", tmp_path / "gt", progress=False)
+    rows = {r["name"]: r for r in report["images"]}
+    expected = 10 * math.log10(255.0 ** 2 / 25.0)  # 34.1514 dB in both conventions
+    assert rows["a"]["psnr_paper"] == pytest.approx(expected, abs=1e-9)
+    assert rows["a"]["psnr_standard"] == pytest.approx(expected, abs=1e-9)
+    assert rows["b"]["psnr_paper"] == math.inf and rows["b"]["psnr_standard"] == math.inf
+    assert rows["b"]["ssim_paper"] == pytest.approx(1.0, abs=1e-12)
+    assert rows["b"]["ssim_standard"] == pytest.approx(1.0, abs=1e-12)
+    # A constant shift leaves the variance terms alone: SSIM < 1 only through the luminance term.
+    assert 0.99 < rows["a"]["ssim_standard"] < 1.0
+    summary = report["methods"]["pred"]
+    assert summary["n"] == 2 and summary["psnr_paper"]["mean"] == math.inf
+    assert summary["ssim_paper"]["mean"] == pytest.approx((rows["a"]["ssim_paper"] + 1.0) / 2)
+
+
+# --------------------------------------------------------------------------- matching
+def test_name_matching_ignores_the_extension_and_keeps_subfolders(tmp_path):
+    gt = _image(1)
+    write_image(tmp_path / "gt" / "x" / "a.bmp", gt)
+    write_image(tmp_path / "gt" / "b.png", gt)
+    write_image(tmp_path / "pred" / "x" / "a.png", gt)
+    write_image(tmp_path / "pred" / "b.tif", gt)
+    write_image(tmp_path / "pred" / "nothing.png", gt)
+    matching = evaluation.match_folder(tmp_path / "pred", tmp_path / "gt")
+    pairs = {p.name: (p.gt.name, p.rule) for p in matching.pairs}
+    assert pairs == {"x/a": ("a.bmp", "name"), "b": ("b.png", "name")}
+    assert [p.name for p in matching.unmatched] == ["nothing.png"]
+    assert matching.missing == []
+
+
+def test_nks_names_match_their_structure_image(tmp_path):
+    gt = _image(2)
+    for name in ("S12", "S3", "S120"):
+        write_image(tmp_path / "gt" / f"{name}.png", gt)
+    for name in ("S12T03", "S12T04", "S120T1", "S7T02", "S3__brick"):
+        write_image(tmp_path / "pred" / f"{name}.png", gt)
+    matching = evaluation.match_folder(tmp_path / "pred", tmp_path / "gt")
+    pairs = {p.name: (p.gt.stem, p.rule) for p in matching.pairs}
+    assert pairs == {"S12T03": ("S12", "nks"), "S12T04": ("S12", "nks"), "S120T1": ("S120", "nks"),
+                     "S3__brick": ("S3", "structure")}
+    assert [p.stem for p in matching.unmatched] == ["S7T02"]
+    assert matching.missing == []
+
+
+def test_manifest_matching_by_id_or_input_stem_within_the_split(tmp_path):
+    data = tmp_path / "data"
+    rows = _make_dataset(data, splits=(("val", 1), ("test", 2)))
+    textured = read_image(data / rows[1]["input"])
+    write_image(tmp_path / "pred" / "s1__t0.png", textured)          # test row, by id / input stem
+    write_image(tmp_path / "pred" / "s0__t0.png", textured)          # a val row: not in split test
+    matching = evaluation.match_manifest(tmp_path / "pred", data, "test")
+    assert [(p.name, p.gt.name, p.rule) for p in matching.pairs] == [("s1__t0", "s1.png", "manifest")]
+    assert [p.name for p in matching.unmatched] == ["s0__t0.png"]
+    assert matching.missing == ["s2__t0"]
+    report = evaluation.evaluate_folder(tmp_path / "pred", manifest_root=data, split="test", progress=False)
+    gt = read_image(data / "gt" / "s1.png")
+    assert report["images"][0]["ssim_paper"] == pytest.approx(image_metrics(textured, gt)["ssim_paper"])
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_writes_csv_and_json(tmp_path, evaluate_script, capsys):
+    gt0, gt1 = _image(3), _image(4)
+    write_image(tmp_path / "gt" / "S1.png", gt0)
+    write_image(tmp_path / "gt" / "S2.png", gt1)
+    write_image(tmp_path / "out" / "S1T01.png", gt0 + np.uint8(5))
+    write_image(tmp_path / "out" / "S2T01.png", gt1 - np.uint8(10))   # MSE 100: 28.1308 dB
+    code = evaluate_script.main(["--pred", str(tmp_path / "out"), "--gt", str(tmp_path / "gt"), "--quiet",
+                                 "--csv", str(tmp_path / "m.csv"), "--json", str(tmp_path / "m.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "paper convention (zero-padded Gaussian SSIM on [0,1] RGB" in printed
+    assert "BasicSR/skimage-compatible" in printed
+    with open(tmp_path / "m.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["S1T01", "S2T01"]
+    assert [r["rule"] for r in rows] == ["nks", "nks"]
+    assert float(rows[0]["psnr_paper"]) == pytest.approx(34.151404, abs=1e-6)
+    assert float(rows[1]["psnr_standard"]) == pytest.approx(28.130804, abs=1e-6)
+    report = json.loads((tmp_path / "m.json").read_text())
+    summary = report["methods"]["out"]
+    assert summary["n"] == 2
+    assert summary["psnr_paper"]["mean"] == pytest.approx((34.151404 + 28.130804) / 2, abs=1e-6)
+    assert summary["psnr_paper"]["std"] == pytest.approx((34.151404 - 28.130804) / 2, abs=1e-6)
+    assert set(report["conventions"]) == {"paper", "standard"}
+
+
+def test_cli_bad_file_and_size_mismatch_are_reported_and_exit_nonzero(tmp_path, repo_root, python_exe):
+    gt = _image(5)
+    for name in ("good", "broken", "small"):
+        write_image(tmp_path / "gt" / f"{name}.png", gt)
+    write_image(tmp_path / "pred" / "good.png", gt)
+    (tmp_path / "pred" / "broken.png").write_bytes(b"not an image at all")
+    write_image(tmp_path / "pred" / "small.png", gt[:10, :10])
+    result = subprocess.run([python_exe, str(repo_root / "scripts" / "evaluate.py"), "--quiet",
+                             "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                             "--csv", str(tmp_path / "m.csv")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert str(tmp_path / "pred" / "broken.png") in result.stderr
+    assert "size mismatch" in result.stderr and str(tmp_path / "pred" / "small.png") in result.stderr
+    assert "Traceback" not in result.stderr
+    with open(tmp_path / "m.csv", newline="") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["good"]
+
+
+def test_cli_nothing_matched_or_missing_folder_exits_2(tmp_path, evaluate_script, capsys):
+    write_image(tmp_path / "gt" / "a.png", _image(6))
+    write_image(tmp_path / "pred" / "zzz.png", _image(6))
+    assert evaluate_script.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no prediction" in err and str(tmp_path / "pred" / "zzz.png") in err
+    assert evaluate_script.main(["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_checkpoint_scores_model_and_input(tmp_path, evaluate_script, capsys):
+    import torch
+
+    from csgis.checkpoint import save_checkpoint
+    from csgis.models.smoother import Smoother
+
+    data = tmp_path / "data"
+    _make_dataset(data, splits=(("test", 2),), size=20)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pth", Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1))
+    code = evaluate_script.main(["--checkpoint", str(tmp_path / "tiny.pth"), "--data", str(data), "--quiet",
+                                 "--save", str(tmp_path / "saved"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    assert "input" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["methods"]) == ["input", "model"]
+    assert report["methods"]["model"]["n"] == 2 and report["methods"]["model"]["seconds_per_image"] > 0
+    for row in report["images"]:
+        gt = read_image(row["gt"])
+        pred = read_image(row["pred"])  # saved prediction (model) or the textured input (input)
+        assert row["psnr_standard"] == pytest.approx(image_metrics(pred, gt)["psnr_standard"], abs=1e-9)
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["s0__t0.png", "s1__t0.png"]
+
+
+# --------------------------------------------------------------------------- baselines
+def test_baselines_select_on_val_and_score_test(tmp_path):
+    data = tmp_path / "data"
+    _make_dataset(data)
+    grids = {"gf": [{"radius": 1, "eps": 1e-6}, {"radius": 1, "eps": 0.04}],   # identity vs smoothing
+             "bf": [{"diameter": 5, "sigma_color": 5.0, "sigma_space": 2.0}]}
+    report = evaluation.run_baselines(data, "test", "val", ["gf", "bf"], "psnr_paper", workers=1,
+                                      grids=grids, progress=False)
+    gf = report["filters"]["gf"]
+    assert gf["selected_on"] == "val" and len(gf["trials"]) == 2
+    best = max(gf["trials"], key=lambda t: t["psnr_paper"])
+    assert gf["params"]["eps"] == best["params"]["eps"] == 0.04
+    # eps 1e-6 leaves the input as it is: its validation score is the input's.
+    val_input = evaluation.summarize(evaluation.score_inputs(evaluation.load_split(data, "val"), progress=False)[0])
+    assert gf["trials"][0]["psnr_paper"] == pytest.approx(val_input["psnr_paper"]["mean"], abs=1e-9)
+    assert report["filters"]["bf"]["selected_on"] is None     # one setting: nothing to choose
+    assert report["methods"]["gf"]["psnr_paper"]["mean"] > report["methods"]["input"]["psnr_paper"]["mean"]
+    assert report["methods"]["gf"]["n"] == report["n_test"] == 2 and report["n_val"] == 2
+    assert gf["seconds_per_image"] > 0
+
+
+def test_baselines_cli_writes_json_for_each_filter(tmp_path, baselines_script, capsys):
+    data = tmp_path / "data"
+    _make_dataset(data)
+    code = baselines_script.main(["--data", str(data), "--filters", "l0,rtv,rgf", "--quiet", "--max-images", "1",
+                                  "--json", str(tmp_path / "b.json"), "--save", str(tmp_path / "saved")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "paper convention" in out and "s/image" in out
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert list(report["methods"]) == ["input", "l0", "rtv", "rgf"]
+    for name in ("l0", "rtv", "rgf"):
+        entry = report["filters"][name]
+        assert entry["selected_on"] == "val" and entry["select_metric"] == "ssim_paper"
+        assert len(entry["trials"]) == 4 and entry["n"] == 1
+        best = max(entry["trials"], key=lambda t: t["ssim_paper"])
+        assert all(entry["params"][k] == v for k, v in best["params"].items())
+        assert set(entry["metrics"]) == set(evaluation.METRIC_KEYS)
+        assert entry["metrics"]["ssim_paper"]["std"] == 0.0           # one image
+        assert (tmp_path / "saved" / name / "s2__t0.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_script.main(["--data", str(data), "--filters", "l0,nope"])
+    assert exit_info.value.code == 2
+    assert set(FILTERS) >= {"l0", "rtv", "rgf", "gf", "bf", "btf", "fgs"}
