@@ -1,0 +1,209 @@
+"""Smooth images with a trained CSGIS-Net smoother and write PNGs.
+
+    python show.py --checkpoint experiments/paper/models/best.pth --input photos/ --output results/
+    python show.py --checkpoint net_218.pth --input 'photos/**/*.jpg' --output results/ --save-edges
+
+--input is an image file, a folder (searched recursively for csgis.io.IMAGE_EXTENSIONS) or a glob
+pattern (quoted; `**` recurses; matches without an image extension are ignored). Outputs mirror the inputs' names relative to the folder (or the glob's fixed leading
+folder) as `<name>.png`, plus `<name>_edge.png` / `<name>_coarse.png` on request. Both our
+checkpoints and the authors' released ones ({"net": ..., "now_epoch", "opt"}) are accepted.
+Existing outputs are kept unless --overwrite, so an interrupted run resumes. Files that cannot be
+read are reported with their path and skipped; the exit status is 1 when any image failed, 2 on
+bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from csgis.checkpoint import CheckpointError, load_smoother
+from csgis.inference import default_tile, smooth_image
+from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+
+# smooth_image output -> file-name suffix
+OUTPUT_SUFFIXES = {"prediction": "", "edge": "_edge", "coarse": "_coarse"}
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' released .pth")
+    p.add_argument("--input", required=True, help="image file, folder (recursive) or glob pattern")
+    p.add_argument("--output", required=True, help="folder for the results (created if missing)")
+    p.add_argument("--save-edges", action="store_true", help="also write <name>_edge.png (sigmoid x 255)")
+    p.add_argument("--save-coarse", action="store_true", help="also write <name>_coarse.png")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile core size in pixels; default: chosen from free memory; 0: no tiling")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast precision")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs; allow an output folder inside the input folder")
+    return p.parse_args(argv)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _glob_root(pattern: str) -> Path:
+    """The leading folders of a glob pattern that contain no wildcard."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def find_inputs(spec: str) -> tuple[Path, list[Path], bool]:
+    """(root, files, root_is_scanned): files to smooth and the folder their output names are relative to."""
+    path = Path(spec)
+    if path.is_file():
+        return path.parent, [path], False
+    if path.is_dir():
+        return path, list_images(path), True
+    if glob.has_magic(spec):
+        files = sorted(Path(f) for f in glob.glob(spec, recursive=True)
+                       if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+        return _glob_root(spec), files, True
+    raise UsageError(f"input not found: {spec}")
+
+
+def output_names(root: Path, files: list[Path]) -> dict[Path, Path]:
+    """Input file -> output stem (relative, no extension); name clashes (a.jpg, a.png) keep the extension."""
+    stems = {}
+    for f in files:
+        try:
+            stems[f] = f.relative_to(root).with_suffix("")
+        except ValueError:  # not lexically under root (a single file)
+            stems[f] = Path(f.stem)
+    counts: dict[Path, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {f: (stem if counts[stem] == 1 else stem.with_name(f"{f.stem}_{f.suffix.lstrip('.')}"))
+            for f, stem in stems.items()}
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text \
+        or "can't allocate memory" in text or "not enough memory" in text
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device: {name}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint}")
+    if args.tile is not None and args.tile < 0:
+        raise UsageError(f"--tile must be >= 0 (0: no tiling), got {args.tile}")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    device = pick_device(args.device)
+
+    root, files, scanned = find_inputs(args.input)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output exists and is not a folder: {out_dir}")
+    if scanned and _is_within(out_dir, root):
+        if not args.overwrite:
+            raise UsageError(f"output folder {out_dir} is inside the input folder {root}; "
+                             "choose another folder or pass --overwrite")
+        if out_dir.resolve() != root.resolve():
+            # A rerun must not smooth its own earlier results.
+            files = [f for f in files if not _is_within(f, out_dir)]
+    if not files:
+        raise UsageError(f"no images found in {args.input} (extensions: {' '.join(IMAGE_EXTENSIONS)})")
+
+    try:
+        model = load_smoother(checkpoint, map_location="cpu")
+    except (CheckpointError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise UsageError(f"cannot load checkpoint {checkpoint}: {e}") from None
+    tile = default_tile(device, model, amp=args.amp, batch=args.batch) if args.tile is None else args.tile
+
+    kinds = ["prediction"] + ["edge"] * args.save_edges + ["coarse"] * args.save_coarse
+    names = output_names(root, files)
+    print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
+          f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}",
+          file=sys.stderr)
+
+    written = skipped = 0
+    failed: list[tuple[Path, str]] = []
+    bar = tqdm(files, unit="img", file=sys.stderr, dynamic_ncols=True)
+    for path in bar:
+        bar.set_postfix_str(path.name, refresh=False)
+        targets = {kind: out_dir / f"{names[path]}{OUTPUT_SUFFIXES[kind]}.png" for kind in kinds}
+        todo = {k: t for k, t in targets.items() if args.overwrite or not t.exists()}
+        if not todo:
+            tqdm.write(f"skip {path}: {targets['prediction']} exists (use --overwrite)", file=sys.stderr)
+            skipped += 1
+            continue
+        if path.resolve() in {t.resolve() for t in todo.values()}:
+            failed.append((path, "output would replace the input itself"))
+            tqdm.write(f"FAILED {path}: output would replace the input itself", file=sys.stderr)
+            continue
+        try:
+            rgb = read_image(path)
+            result = smooth_image(model, rgb, tile=tile, device=device, amp=args.amp,
+                                  channels_last=args.channels_last, batch=args.batch,
+                                  outputs=tuple(todo))
+            del rgb
+            for kind, target in todo.items():
+                write_image(target, result[kind])
+            written += 1
+        except ImageReadError as e:  # message already names the file
+            failed.append((path, str(e)))
+            tqdm.write(f"FAILED {e}", file=sys.stderr)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one; CPU allocators raise plain ones
+            if not _is_out_of_memory(e):
+                raise
+            failed.append((path, f"out of memory at tile {tile}"))
+            tqdm.write(f"FAILED {path}: out of memory at tile {tile}; try a smaller --tile", file=sys.stderr)
+        except OSError as e:  # writing the result
+            failed.append((path, str(e)))
+            tqdm.write(f"FAILED {path}: cannot write result ({e})", file=sys.stderr)
+    bar.close()
+
+    print(f"done: {written} written, {skipped} skipped (outputs exist), {len(failed)} failed", file=sys.stderr)
+    for path, reason in failed:
+        print(f"  failed: {path}: {reason}" if str(path) not in reason else f"  failed: {reason}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"show.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Tiled inference (csgis/inference.py): tiled == untiled, uint8 conversion, tile geometry, tile size."""
+import numpy as np
+import pytest
+import torch
+
+from csgis import inference
+from csgis.inference import default_tile, smooth_image, smooth_tensor, tile_windows
+from csgis.models.smoother import Smoother
+
+OUTPUTS = ("edge_logits", "coarse", "residual", "prediction")
+
+
+def _tiny_model(seed: int = 0) -> Smoother:
+    """Width-4 smoother with random BN statistics (identity BN would hide mistakes), eval mode."""
+    torch.manual_seed(seed)
+    model = Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> Smoother:
+    return _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    # Odd sizes, larger than one crop (tile + 2 * radius) along the width.
+    return torch.rand(1, 3, 75, 97, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def reference(model, image):
+    with torch.inference_mode():
+        return model(image)
+
+
+def test_receptive_radius_of_tiny_model(model):
+    # stem 1 + one HDC block 6 + edge head 3 + coarse head (1 + 6 + 2) + refine head (1 + 6 + 1)
+    assert model.receptive_radius() == 27
+
+
+@pytest.mark.parametrize("tile,expected_windows", [(16, 5 * 7), (25, 1 * 4), (0, 1)])
+def test_tiled_equals_untiled(model, image, reference, tile, expected_windows):
+    assert len(tile_windows(75, 97, tile, model.receptive_radius())) == expected_windows
+    out = smooth_tensor(model, image, tile=tile, device="cpu")
+    for name in OUTPUTS:
+        assert out[name].shape == getattr(reference, name).shape
+        assert (out[name] - getattr(reference, name)).abs().max().item() <= 1e-5, name
+
+
+def test_margin_matters(model, image, reference, monkeypatch):
+    """With a margin much smaller than the receptive radius the seams are visible: the test has teeth."""
+    monkeypatch.setattr(model, "receptive_radius", lambda: 4)
+    out = smooth_tensor(model, image, tile=16, outputs=("prediction",))
+    assert (out["prediction"] - reference.prediction).abs().max().item() > 1e-3
+
+
+def test_batched_tiles_and_channels_last_equal_untiled(model, image, reference):
+    out = smooth_tensor(model, image, tile=16, batch=4, channels_last=True)
+    for name in OUTPUTS:
+        assert (out[name] - getattr(reference, name)).abs().max().item() <= 1e-5, name
+    model.to(memory_format=torch.contiguous_format)
+
+
+def test_batch_of_images(model):
+    x = torch.rand(2, 3, 40, 70, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        ref = model(x).prediction
+    out = smooth_tensor(model, x, tile=12, batch=3, outputs=("prediction",))
+    assert set(out) == {"prediction"}
+    assert (out["prediction"] - ref).abs().max().item() <= 1e-5
+
+
+def test_train_mode_is_restored_and_eval_statistics_used(image, reference):
+    model = _tiny_model().train()
+    out = smooth_tensor(model, image, tile=25, outputs=("prediction",))
+    assert model.training
+    assert (out["prediction"] - reference.prediction).abs().max().item() <= 1e-5
+
+
+def test_smooth_image_uint8(model):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, size=(61, 90, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    with torch.inference_mode():
+        ref = model(x)
+    out = smooth_image(model, rgb, tile=20, outputs=("prediction", "coarse", "edge"))
+    assert out["prediction"].shape == (61, 90, 3) and out["prediction"].dtype == np.uint8
+    assert out["coarse"].shape == (61, 90, 3) and out["edge"].shape == (61, 90)
+    expected = {
+        "prediction": (ref.prediction[0] * 255).clamp(0, 255).round().permute(1, 2, 0).numpy(),
+        "coarse": (ref.coarse[0] * 255).clamp(0, 255).round().permute(1, 2, 0).numpy(),
+        "edge": (torch.sigmoid(ref.edge_logits[0, 0]) * 255).round().numpy(),
+    }
+    for name, value in expected.items():
+        diff = np.abs(out[name].astype(np.float64) - value)
+        # A float difference of 1e-7 can flip a rounding at .5: allow 1 grey level on a few pixels.
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, name
+    # Clipping happened: an untrained network's output leaves [0, 1] somewhere.
+    assert ref.prediction.min() < 0 or ref.prediction.max() > 1
+    only_prediction = smooth_image(model, rgb, tile=0)
+    assert set(only_prediction) == {"prediction"}
+
+
+def test_smooth_image_rejects_bad_input(model):
+    with pytest.raises(ValueError, match="uint8"):
+        smooth_image(model, np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="unknown output"):
+        smooth_image(model, np.zeros((8, 8, 3), np.uint8), outputs=("residual",))
+    with pytest.raises(ValueError, match="tile"):
+        smooth_image(model, np.zeros((8, 8, 3), np.uint8), tile=-1)
+
+
+@pytest.mark.parametrize("size,tile,radius", [(1, 4, 3), (10, 4, 3), (11, 4, 3), (100, 7, 5),
+                                              (513, 512, 135), (3000, 512, 135), (97, 16, 27)])
+def test_tile_windows_geometry(size, tile, radius):
+    windows = tile_windows(size, 5, tile, radius)
+    cores = sorted({w.core_y for w in windows})
+    crops = {w.core_y: w.crop_y for w in windows}
+    # Cores partition the axis.
+    assert cores[0][0] == 0 and cores[-1][1] == size
+    assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))
+    assert all(c[1] - c[0] <= max(tile, size if size <= tile + 2 * radius else tile) for c in cores)
+    # All crops have one length, lie in the image, and reach radius past the core unless at the border.
+    assert len({c[1] - c[0] for c in crops.values()}) == 1
+    for core, crop in crops.items():
+        assert 0 <= crop[0] <= core[0] and core[1] <= crop[1] <= size
+        assert crop[0] == 0 or core[0] - crop[0] >= radius
+        assert crop[1] == size or crop[1] - core[1] >= radius
+
+
+def test_default_tile_from_memory_budget(monkeypatch):
+    model = Smoother()  # width 64, radius 135
+    assert model.receptive_radius() == 135
+    crop = 512 + 2 * 135
+    monkeypatch.setattr(inference, "_device_memory_budget",
+                        lambda device: inference.ACTIVATIONS_AT_PEAK * 64 * 4 * crop * crop)
+    assert default_tile("cpu", model) == 512
+    assert default_tile("cpu", model, amp="bf16") > 512  # half the bytes per value
+    assert default_tile("cpu", model, batch=64) == inference.MIN_TILE
+    monkeypatch.setattr(inference, "_device_memory_budget", lambda device: 10 ** 15)
+    assert default_tile("cpu", model) == inference.MAX_TILE
+
+
+def test_default_tile_on_this_machine():
+    tile = default_tile("cpu", Smoother())
+    assert tile % 32 == 0 and inference.MIN_TILE <= tile <= inference.MAX_TILE
+
+
+def test_bf16_autocast_close_to_float(model, image, reference):
+    out = smooth_tensor(model, image, tile=25, amp="bf16", outputs=("prediction",))
+    assert out["prediction"].dtype == torch.float32
+    diff = (out["prediction"] - reference.prediction).abs().max().item()
+    assert 0 < diff < 0.05  # bf16 has an 8-bit mantissa: close, not equal
+    with pytest.raises(ValueError, match="amp"):
+        smooth_tensor(model, image, tile=25, amp="fp8")
