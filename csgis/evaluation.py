@@ -25,7 +25,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from csgis.io import ImageReadError, list_images, read_image, write_image
+from csgis.io import ImageReadError, list_images, read_image, write_image, write_text
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 CONVENTIONS = {
@@ -246,19 +245,6 @@ def format_table(summaries: dict[str, dict], title: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- output files
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
@@ -273,12 +259,12 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     for row in rows:
         writer.writerow({c: (repr(row[c]) if isinstance(row.get(c), float) else row.get(c, ""))
                          for c in columns})
-    return _atomic_write_text(path, buf.getvalue())
+    return write_text(path, buf.getvalue())
 
 
 def write_json(path: str | os.PathLike, report: dict) -> Path:
     """Report to JSON; PSNR of identical images is written as Infinity (Python's json reads it back)."""
-    return _atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+    return write_text(path, json.dumps(report, indent=2, default=str) + "\n")
 
 
 # --------------------------------------------------------------------------- folder evaluation

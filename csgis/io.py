@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -101,7 +102,9 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable label image") from None
 
 
-def _atomic_write(path: Path, write_fn) -> None:
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Call write_fn(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -112,6 +115,23 @@ def _atomic_write(path: Path, write_fn) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text (UTF-8, newlines as given) atomically; returns the path."""
+    path = Path(path)
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    atomic_write(path, _write)
+    return path
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Byte-exact copy of src to dst, atomically."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
@@ -127,7 +147,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
             raise OSError(f"{path}: cannot encode image with extension '{path.suffix}'")
         buf.tofile(tmp)
 
-    _atomic_write(path, _write)
+    atomic_write(path, _write)
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray, palette: list[int] | None = None) -> None:
@@ -138,7 +158,7 @@ def write_label(path: str | os.PathLike, label: np.ndarray, palette: list[int] |
     pil = Image.fromarray(label, mode="P")
     pil.putpalette(palette or voc_palette())
 
-    _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def voc_palette(n: int = 256) -> list[int]:

@@ -117,7 +117,7 @@ def test_l0_keeps_flat_colours_and_removes_texture():
     img = np.zeros((32, 32, 3), np.uint8)
     img[:] = (100, 150, 200)
     img[:, :16] = (100, 150, 100)
-    out = blend.smooth(img, "l0", lam=0.015)
+    out = blend.smooth(img, "l0", lambda_=0.015)
     assert np.abs(out.astype(int) - img).max() <= 1
     rng = np.random.default_rng(4)
     textured = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)

@@ -5,6 +5,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 import pytest
 import torch
+from _helpers import randomize_bn
 
 from csgis.checkpoint import (CheckpointError, CheckpointNotFoundError, atomic_torch_save, authors_to_ours,
                               load_segmenter, load_smoother, load_training_state, ours_to_authors,
@@ -15,31 +16,10 @@ from csgis.models import Smoother
 TINY = dict(width=4, descriptor_blocks=2, coarse_blocks=1, refine_blocks=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when other processes hold the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.num_batches_tracked.fill_(7)
-
-
 def _model(seed: int = 0, **arch) -> Smoother:
     torch.manual_seed(seed)
     model = Smoother(**(arch or TINY))
-    _randomize_bn(model, seed)
+    randomize_bn(model, seed)
     return model.eval()
 
 
@@ -240,7 +220,7 @@ def _segmenter(num_classes: int):
 
     torch.manual_seed(0)
     model = deeplabv3plus_mobilenet(num_classes=num_classes, output_stride=16)
-    _randomize_bn(model)
+    randomize_bn(model)
     return model.eval()
 
 

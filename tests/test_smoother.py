@@ -1,29 +1,9 @@
 import pytest
 import torch
+from _helpers import randomize_bn
 
 from csgis.config import ModelConfig
 from csgis.models import HDCBlock, Smoother, SmootherOutput, build_smoother, count_parameters
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when other processes hold the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give every BN non-trivial statistics and affine parameters, so eval mode is not an identity."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
 
 
 @pytest.mark.parametrize("descriptor_blocks, expected", [(12, 2_528_519), (20, 3_417_863)])
@@ -133,7 +113,7 @@ def test_random_weights_stay_inside_radius():
     # Default init, float32, eval BN with non-trivial statistics; a finite perturbation of one pixel.
     torch.manual_seed(0)
     model = Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     radius = model.receptive_radius()
     x = torch.rand(1, 3, 64, 64)
     pixel = (30, 33)

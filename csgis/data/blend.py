@@ -14,7 +14,8 @@ Edge labels (SPEC 4): on the ground truth's BLUE channel, 0.5|Sobel_x| + 0.5|Sob
   kernels (each magnitude saturated to 255, borders reflected without repeating the edge pixel,
   the weighted sum rounded half to even), < 50 -> 0, else 1. Files store 0 / 255.
 
-Smoothing (`smooth`: cv2.ximgproc filters, and L0 in numpy because OpenCV's colour L0 is broken): how the authors made their ground truths and
+Smoothing (`smooth`: the csgis.filters implementations, e.g. L0 in numpy because OpenCV 5.0's
+  colour L0 is broken): how the authors made their ground truths and
   over-smoothed images is not published, so both are a classical structure-preserving smoother at
   two strengths, configurable by name and parameters (`parse_smoother`: "l0:lambda=0.015").
   Defaults and why:
@@ -30,7 +31,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import scipy.fft
+
+from csgis import filters
 
 # Default smoother settings (see the module docstring for the reasons).
 GT_SMOOTHER = "l0:lambda=0.015,kappa=2.0"
@@ -90,77 +92,16 @@ def edge_label(gt: np.ndarray, threshold: int = EDGE_THRESHOLD) -> np.ndarray:
 
 
 # --- classical smoothers -------------------------------------------------------------------------
+# The builders use the same implementations as the baselines (csgis.filters), plus a Gaussian blur
+# for chains such as the demo scenes' over-smoother ("l0:...+gaussian:sigma=2").
 
-def l0_smooth(img: np.ndarray, lam: float = 0.015, kappa: float = 2.0,
-              beta_max: float = 1e5) -> np.ndarray:
-    """L0 gradient minimisation (Xu et al. 2011) of (H,W,3) uint8 -> (H,W,3) uint8.
-
-    Half-quadratic splitting with circular boundaries as in the paper's code, on [0,1] values;
-    the gradient sparsity is counted jointly over the three channels.
-    """
-    image = img.astype(np.float32) / np.float32(255.0)  # float32: 2x faster, same uint8 result in practice
-    height, width = image.shape[:2]
-    wy = 2 - 2 * np.cos(2 * np.pi * np.fft.fftfreq(height))[:, None]
-    wx = 2 - 2 * np.cos(2 * np.pi * np.fft.rfftfreq(width))[None, :]
-    gradient_energy = (wy + wx)[..., None].astype(np.float32)  # |F(dx)|^2 + |F(dy)|^2
-    image_f = scipy.fft.rfft2(image, axes=(0, 1))
-    smooth_img = image
-    beta = 2.0 * lam
-    while beta < beta_max:
-        dx = np.roll(smooth_img, -1, axis=1) - smooth_img
-        dy = np.roll(smooth_img, -1, axis=0) - smooth_img
-        flat = (dx ** 2 + dy ** 2).sum(axis=2) < lam / beta  # gradients not worth their L0 cost
-        dx[flat] = 0
-        dy[flat] = 0
-        divergence = (np.roll(dx, 1, axis=1) - dx) + (np.roll(dy, 1, axis=0) - dy)
-        numerator = image_f + np.float32(beta) * scipy.fft.rfft2(divergence, axes=(0, 1))
-        smooth_img = scipy.fft.irfft2(numerator / (1 + np.float32(beta) * gradient_energy), s=(height, width), axes=(0, 1))
-        beta *= kappa
-    return np.clip(np.rint(smooth_img * 255.0), 0, 255).astype(np.uint8)
-
-
-def _l0(img, lam=0.015, kappa=2.0):
-    # Not cv2.ximgproc.l0Smooth: in opencv-contrib 5.0 its colour path is wrong (two flat halves
-    # differing only in blue come out with blue = 0), so L0 is implemented here in numpy.
-    return l0_smooth(img, lam, kappa)
-
-
-def _rgf(img, sigma_space=4.0, sigma_color=25.5, iterations=4):
-    return cv2.ximgproc.rollingGuidanceFilter(img, None, -1, float(sigma_color), float(sigma_space),
-                                              int(iterations))
-
-
-def _bilateral_texture(img, radius=3, iterations=1, sigma_alpha=-1.0, sigma_avg=-1.0):
-    return cv2.ximgproc.bilateralTextureFilter(img, None, int(radius), int(iterations),
-                                               float(sigma_alpha), float(sigma_avg))
-
-
-def _fgs(img, lam=100.0, sigma_color=10.0, attenuation=0.25, iterations=3):
-    return cv2.ximgproc.fastGlobalSmootherFilter(img, img, float(lam), float(sigma_color),
-                                                 float(attenuation), int(iterations))
-
-
-def _guided(img, radius=8, eps=400.0):
-    return cv2.ximgproc.guidedFilter(img, img, int(radius), float(eps))
-
-
-def _bilateral(img, diameter=9, sigma_color=50.0, sigma_space=5.0):
-    return cv2.bilateralFilter(img, int(diameter), float(sigma_color), float(sigma_space))
-
-
-def _gaussian(img, sigma=3.0):
+def _gaussian(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), float(sigma))
 
 
-SMOOTHERS = {
-    "l0": _l0,                             # lam, kappa
-    "rgf": _rgf,                           # sigma_space, sigma_color (uint8 scale), iterations
-    "bilateral_texture": _bilateral_texture,  # radius, iterations, sigma_alpha, sigma_avg
-    "fgs": _fgs,                           # lam, sigma_color, attenuation, iterations
-    "guided": _guided,                     # radius, eps (uint8 scale, squared)
-    "bilateral": _bilateral,               # diameter, sigma_color, sigma_space
-    "gaussian": _gaussian,                 # sigma
-}
+SMOOTHERS = {**filters.FILTERS, "gaussian": _gaussian}
+# Names users write in specs -> keyword of the filter function ("lambda" is a Python keyword).
+_ALIASES = {"lambda": "lambda_", "lam": "lambda_"}
 
 
 def smooth(img: np.ndarray, method: str, **params) -> np.ndarray:
@@ -170,8 +111,7 @@ def smooth(img: np.ndarray, method: str, **params) -> np.ndarray:
     img = np.ascontiguousarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"smooth expects (H,W,3) uint8, got {img.dtype} {img.shape}")
-    if "lambda" in params:  # "lambda" is the name users know, but a Python keyword
-        params["lam"] = params.pop("lambda")
+    params = {_ALIASES.get(key, key): value for key, value in params.items()}
     try:
         out = SMOOTHERS[method](img, **params)
     except TypeError as e:

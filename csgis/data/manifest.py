@@ -21,10 +21,11 @@ import io as _io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from csgis.io import write_text
 
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"
@@ -44,17 +45,6 @@ class OutputDirError(RuntimeError):
     """The output folder cannot be used (holds a different dataset or other files)."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[dict]:
@@ -88,7 +78,7 @@ def write_manifest(root: str | os.PathLike, rows: list[dict]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({c: row.get(c, "") for c in columns})
-    _atomic_write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
     return path
 
 
@@ -110,7 +100,7 @@ def read_dataset_info(root: str | os.PathLike) -> dict | None:
 def write_dataset_info(root: str | os.PathLike, info: dict) -> Path:
     """Write info to root/dataset.json atomically (sorted keys: identical builds, identical bytes)."""
     path = Path(root) / INFO_NAME
-    _atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -200,7 +190,7 @@ def write_structure(root: str | os.PathLike, rows: list[dict], make) -> bool:
     only when something is missing and may raise SkipStructure. Edges come from blend.edge_label.
     """
     from csgis.data.blend import edge_label
-    from csgis.io import write_image, write_label
+    from csgis.io import copy_file, write_image, write_label
 
     root = Path(root)
     first = rows[0]
@@ -219,25 +209,13 @@ def write_structure(root: str | os.PathLike, rows: list[dict], make) -> bool:
         write_image(root / first["over"], data["over"])
     if first["seg"] and not (root / first["seg"]).is_file():
         if data.get("seg_file"):
-            _atomic_copy(Path(data["seg_file"]), root / first["seg"])
+            copy_file(Path(data["seg_file"]), root / first["seg"])
         else:
             write_label(root / first["seg"], data["seg"])
     if not (root / first["gt"]).is_file():
         write_image(root / first["gt"], gt)
     return True
 
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_jobs(function, jobs: list, workers: int, desc: str) -> list:
