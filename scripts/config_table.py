@@ -1,7 +1,8 @@
 """Print the README's table of config keys, generated from csgis/config.py (defaults + comments).
 
-Usage: python scripts/config_table.py > /tmp/table.md   (then paste into README.md)
-The test suite checks that README.md names every key of csgis.config.Config.
+Usage: python scripts/config_table.py            print the table
+       python scripts/config_table.py --update   rewrite the table in README.md between its markers
+The test suite checks that README.md holds exactly this table.
 """
 import ast
 import sys
@@ -32,14 +33,28 @@ def comments() -> dict:
     return out
 
 
-def main() -> None:
+START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+
+
+def table() -> str:
     notes = comments()
-    print("| key | default | meaning |")
-    print("|---|---|---|")
+    lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, value in flatten(Config()).items():
         shown = '""' if value == "" else value
         note = notes.get(key, "").replace(" | ", " / ")
-        print(f"| `{key}` | `{shown}` | {note} |")
+        lines.append(f"| `{key}` | `{shown}` | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if "--update" not in sys.argv[1:]:
+        print(table(), end="")
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + START + "\n" + table() + END + tail)
 
 
 if __name__ == "__main__":
