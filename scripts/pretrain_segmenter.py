@@ -1,0 +1,29 @@
+"""Pre-train the DeepLabV3+ MobileNetV2 segmenter on a dataset's class labels (task: segmentation).
+
+    python scripts/pretrain_segmenter.py --config configs/demo_segmenter.yaml [key=value ...]
+
+The same as `python train.py ... task=segmentation`: the segmenter learns on the GT structure
+images (ImageNet-normalised when loss.seg_normalize), validation reports mIoU and IoU per class,
+and experiments/<name>/models/best.pth (best mIoU) is what a smoothing run's
+segmenter.checkpoint points at.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train  # noqa: E402  (the repository's train.py)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    return train.main(argv + ["task=segmentation"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

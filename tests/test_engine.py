@@ -1,0 +1,320 @@
+"""Training engine on CPU with a tiny smoother: artefacts, exact resume, interrupts, failures, segmentation."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from csgis import engine
+from csgis.checkpoint import load_segmenter, load_smoother, load_training_state, save_checkpoint
+from csgis.config import from_dict, load_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_demo_tiny(tmp_path_factory) -> Path:
+    """data from make_demo_data.py --size tiny, built once per session (shared by the engine tests)."""
+    root = tmp_path_factory.getbasetemp() / "demo_tiny_for_engine"
+    if not (root / "manifest.csv").is_file():
+        subprocess.run([sys.executable, str(ROOT / "dataset_utils" / "make_demo_data.py"), "--out", str(root),
+                        "--size", "tiny", "--seed", "0", "--workers", "1"],
+                       check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return build_demo_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def segmenter_file(tmp_path_factory):
+    """A random DeepLabV3+ with 6 classes in our checkpoint format (what the demo segmenter run writes)."""
+    from csgis.models.segmenter import deeplabv3plus_mobilenet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("segmenter") / "seg.pth"
+    save_checkpoint(path, deeplabv3plus_mobilenet(num_classes=6, output_stride=16))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def quiet_torch():
+    """One thread (the machine is shared) and the global determinism switches restored afterwards."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_det
+
+
+def tiny_config(demo_root, exp_dir, name, **sections):
+    """Width-4 smoother, 32 px crops, batch 4, 8 steps per epoch, every loss term but segmentation."""
+    data = {
+        "name": name, "experiments_dir": str(exp_dir), "device": "cpu", "deterministic": True, "seed": 1,
+        "model": {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1},
+        "loss": {"vgg_weights": "random", "segmentation": 0.0, "negatives": "coin"},
+        "data": {"root": str(demo_root), "patch_size": 32, "num_workers": 0, "repeat": 2, "val_crop": 32},
+        "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "save_every": 1, "val_images": 2,
+                  "milestones": [1], "gamma": 0.5},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return from_dict(data)
+
+
+def assert_same_tensors(a: dict, b: dict, what: str):
+    assert a.keys() == b.keys(), what
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+def assert_same_optimizer(a: dict, b: dict):
+    for index, state in a["state"].items():
+        assert_same_tensors(state, b["state"][index], f"optimizer state {index}")
+    assert a["param_groups"] == b["param_groups"]
+
+
+# ----------------------------------------------------------------------------- the full run
+def test_two_epoch_run_writes_every_artefact_and_lowers_the_loss(demo_root, tmp_path):
+    cfg = tiny_config(demo_root, tmp_path, "full_run")
+    result = engine.train(cfg)
+    run = tmp_path / "full_run"
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and result["global_step"] == 16  # 32 samples / 4, 2 epochs
+    assert history[1]["train"]["total"] < history[0]["train"]["total"]
+    assert history[1]["train"]["l1"] < history[0]["train"]["l1"]
+    assert {"l1", "ssim", "edge", "contrastive", "contrastive_pixel", "contrastive_vgg", "total"} <= set(history[0]["train"])
+    # Both metric conventions; PSNRs agree, SSIMs differ (zero-padded vs valid window).
+    val = history[1]["val"]
+    assert set(val) == {"psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard"}
+    assert abs(val["psnr_paper"] - val["psnr_standard"]) < 1e-3 and 0 < val["ssim_paper"] < 1
+    # The MultiStepLR halved the learning rate after epoch 1.
+    assert history[0]["lr"] == pytest.approx(1e-3) and history[1]["lr"] == pytest.approx(5e-4)
+
+    for rel in ("config.yaml", "train.log", "models/latest.pth", "models/best.pth", "models/epoch_0001.pth",
+                "models/epoch_0002.pth", "training_states/latest.state"):
+        assert (run / rel).is_file(), rel
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert to_dict(load_config(run / "config.yaml")) == to_dict(cfg)
+    log = (run / "train.log").read_text()
+    assert "val epoch 2 | PSNR paper" in log and "SSIM standard" in log and "step 16" in log
+
+    best = load_smoother(run / "models" / "best.pth")
+    assert best.arch == {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1}
+    assert not best.training
+    best_raw = torch.load(run / "models" / "best.pth", weights_only=True)
+    assert best_raw["kind"] == "smoother" and best_raw["epoch"] == result["best_epoch"]
+    assert best_raw["metric"] == pytest.approx(max(h["val"]["ssim_paper"] for h in history))
+    latest = load_smoother(run / "models" / "latest.pth")
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert_same_tensors(latest.state_dict(), state["model"], "latest.pth vs state")
+    assert state["epoch"] == 2 and state["batch_in_epoch"] == 0 and state["global_step"] == 16
+    assert {"python", "numpy", "torch", "cuda", "loss"} <= set(state["rng"])
+    assert state["sampler"]["epoch"] == 2 and state["config"] == to_dict(cfg)
+    assert state["scheduler"]["last_epoch"] == 2 and state["best_metric"] == pytest.approx(best_raw["metric"])
+
+    # A second fresh start in the same folder is refused; --overwrite moves the old run aside.
+    with pytest.raises(engine.RunExistsError, match="already holds a run.*--resume.*--overwrite"):
+        engine.train(cfg)
+    again = engine.train(tiny_config(demo_root, tmp_path, "full_run", train={"epochs": 0}), overwrite=True)
+    archived = [p for p in tmp_path.iterdir() if p.name.startswith("full_run_archived_")]
+    assert len(archived) == 1 and (archived[0] / "models" / "best.pth").is_file()
+    assert again["global_step"] == 0 and not (run / "models" / "latest.pth").exists()
+
+
+# ----------------------------------------------------------------------------- exact resume
+def test_resume_is_exact_at_epoch_end_and_mid_epoch(demo_root, tmp_path, segmenter_file):
+    # Augmentation (crop/flip/rotation/jitter from torch's RNG), the contrastive coin (loss
+    # generator) and a release-mode segmenter (BN in train mode: its running stats change) all
+    # take part; any RNG or state not carried over would change the weights.
+    extra = {"loss": {"segmentation": 1.0}, "segmenter": {"checkpoint": str(segmenter_file), "eval_mode": False}}
+    straight = engine.train(tiny_config(demo_root, tmp_path, "straight", **extra))
+
+    engine.train(tiny_config(demo_root, tmp_path, "split", train={"epochs": 1}, **extra))
+    split = engine.train(tiny_config(demo_root, tmp_path, "split", **extra), resume="auto")
+
+    def stop_at_step_3(ctx):
+        if ctx["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the engine finishes the step and saves a state
+
+    with pytest.raises(engine.TrainingInterrupted) as info:
+        engine.train(tiny_config(demo_root, tmp_path, "interrupted", **extra), step_hook=stop_at_step_3)
+    assert info.value.exit_code == 130
+    mid = load_training_state(tmp_path / "interrupted" / "training_states" / "latest.state")
+    assert (mid["epoch"], mid["batch_in_epoch"], mid["global_step"]) == (0, 3, 3)
+    assert mid["loss_segmenter"] is not None
+    interrupted = engine.train(tiny_config(demo_root, tmp_path, "interrupted", **extra), resume="auto")
+
+    states = {name: load_training_state(tmp_path / name / "training_states" / "latest.state")
+              for name in ("straight", "split", "interrupted")}
+    reference = states["straight"]
+    for name in ("split", "interrupted"):
+        assert_same_tensors(states[name]["model"], reference["model"], f"{name} model")
+        assert_same_tensors(states[name]["loss_segmenter"], reference["loss_segmenter"], f"{name} segmenter")
+        assert_same_optimizer(states[name]["optimizer"], reference["optimizer"])
+        assert torch.equal(states[name]["rng"]["loss"], reference["rng"]["loss"])
+        assert torch.equal(states[name]["rng"]["torch"], reference["rng"]["torch"])
+        assert states[name]["global_step"] == reference["global_step"] == 16
+    assert split["history"][-1]["train"] == pytest.approx(straight["history"][-1]["train"], rel=1e-6)
+    assert interrupted["history"][-1]["train"] == pytest.approx(straight["history"][-1]["train"], rel=1e-6)
+    # The coin really flipped both ways and the weights moved from their initialisation.
+    assert reference["model"]["stem.weight"].abs().sum() > 0
+    log = (tmp_path / "interrupted" / "train.log").read_text()
+    assert "SIGINT: stopped after step 3" in log and "resumed from" in log
+
+
+def test_rng_state_round_trip():
+    generator = torch.Generator().manual_seed(4)
+    saved = engine.capture_rng_state({"loss": generator})
+    import random
+    import numpy as np
+    first = (random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=generator)))
+    engine.seed_everything(99)
+    generator.manual_seed(99)
+    engine.restore_rng_state(saved, {"loss": generator})
+    again = (random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=generator)))
+    assert first == again
+
+
+# ----------------------------------------------------------------------------- failures
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, monkeypatch):
+    cfg = tiny_config(demo_root, tmp_path, "nan", train={"epochs": 1})
+    engine.train(cfg)
+    run = tmp_path / "nan"
+    good_latest = (run / "models" / "latest.pth").read_bytes()
+    good_state = (run / "training_states" / "latest.state").read_bytes()
+
+    from csgis.losses import CSGISLoss
+    original = CSGISLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, out, batch):
+        total, parts = original(self, out, batch)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            total = total * float("nan")
+            parts = dict(parts, total=total.detach())
+        return total, parts
+
+    monkeypatch.setattr(CSGISLoss, "forward", poisoned)
+    with pytest.raises(engine.NonFiniteLossError) as info:
+        engine.train(tiny_config(demo_root, tmp_path, "nan", train={"epochs": 2}), resume="auto")
+    message = str(info.value)
+    assert "non-finite loss at step 11" in message and "epoch 2" in message
+    assert "l1=" in message and "contrastive=" in message and "total=nan" in message
+    assert str(run / "models" / "latest.pth") in message
+    assert (run / "models" / "latest.pth").read_bytes() == good_latest
+    assert (run / "training_states" / "latest.state").read_bytes() == good_state
+    assert not (run / "models" / "epoch_0002.pth").exists()
+    assert "non-finite loss at step 11" in (run / "train.log").read_text()
+
+
+def test_missing_segmenter_checkpoint_is_one_clear_error(demo_root, tmp_path):
+    cfg = tiny_config(demo_root, tmp_path, "noseg", loss={"segmentation": 1.0},
+                      segmenter={"checkpoint": str(tmp_path / "nowhere.pth")})
+    with pytest.raises(engine.SegmenterCheckpointError) as info:
+        engine.train(cfg)
+    message = str(info.value)
+    assert str(tmp_path / "nowhere.pth") in message
+    assert "best_deeplabv3plus_mobilenet_voc_os16.pth" in message and "configs/demo_segmenter.yaml" in message
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    sys.path.insert(0, {root!r})
+    torch.set_num_threads(1)
+    from csgis import engine
+    from csgis.config import from_dict
+    import yaml
+    cfg = from_dict(yaml.safe_load(open(sys.argv[1])))
+    writes = {{"latest": 0}}
+    real_fsync, real_save = os.fsync, torch.save
+
+    def die_half_written(fd):
+        # The second write of models/latest.pth (epoch 2): truncate the file being written to
+        # half its size and die on the spot, as if SIGKILLed in the middle of the write.
+        target = os.readlink(f"/proc/self/fd/{{fd}}")
+        if "latest.pth" in os.path.basename(target):
+            writes["latest"] += 1
+            if writes["latest"] == 2:
+                os.ftruncate(fd, os.fstat(fd).st_size // 2)
+                os._exit(9)
+        real_fsync(fd)
+
+    def save(obj, f, *args, **kwargs):
+        # Same for a direct torch.save to the file (should checkpoint.py ever write that way).
+        if isinstance(f, (str, os.PathLike)) and "latest.pth" in os.path.basename(os.fspath(f)):
+            writes["latest"] += 1
+            if writes["latest"] == 2:
+                open(f, "wb").write(b"half")
+                os._exit(9)
+        return real_save(obj, f, *args, **kwargs)
+
+    os.fsync, torch.save = die_half_written, save
+    engine.train(cfg)
+    sys.exit(0)
+""")
+
+
+def test_process_killed_while_writing_a_checkpoint_leaves_latest_loadable(demo_root, tmp_path):
+    cfg = tiny_config(demo_root, tmp_path, "killed", train={"save_every": 100})
+    config_file = tmp_path / "killed.yaml"
+    import yaml
+    config_file.write_text(yaml.safe_dump(to_dict(cfg)))
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
+    proc = subprocess.run([sys.executable, str(script), str(config_file)], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    run = tmp_path / "killed"
+    # The run died writing epoch 2's latest.pth: latest and the state are epoch 1's, intact.
+    latest = load_smoother(run / "models" / "latest.pth")
+    raw = torch.load(run / "models" / "latest.pth", weights_only=True)
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert raw["epoch"] == 1 and state["epoch"] == 1
+    assert_same_tensors(latest.state_dict(), state["model"], "latest vs state after the kill")
+    # The half-written file never took latest's name; resuming from the state finishes the run.
+    result = engine.train(tiny_config(demo_root, tmp_path, "killed", train={"save_every": 100}), resume="auto")
+    assert result["global_step"] == 16
+
+
+# ----------------------------------------------------------------------------- segmentation task
+def test_segmentation_task_writes_a_loadable_segmenter_and_logs_miou(demo_root, tmp_path):
+    cfg = tiny_config(demo_root, tmp_path, "seg", task="segmentation",
+                      segmenter={"num_classes": 6, "lr": 1e-3},
+                      data={"repeat": 1, "patch_size": 32},
+                      train={"epochs": 1, "max_iters_per_epoch": 2, "batch_size": 2})
+    result = engine.train(cfg)
+    run = tmp_path / "seg"
+    assert result["best_key"] == "miou" and result["global_step"] == 2
+    miou = result["history"][0]["val"]["miou"]
+    assert 0.0 <= miou <= 1.0 and result["best_metric"] == pytest.approx(miou)
+    model = load_segmenter(run / "models" / "best.pth", output_stride=16)
+    assert model.classifier.classifier[3].out_channels == 6
+    assert torch.load(run / "models" / "best.pth", weights_only=True)["kind"] == "segmenter"
+    log = (run / "train.log").read_text()
+    assert f"mIoU {miou:.4f}" in log and "IoU per class" in log
+
+
+def test_confusion_matrix_and_miou_on_known_numbers():
+    label = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
+    cm = engine.confusion_matrix(pred, label, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    scores = engine.segmentation_scores(cm)
+    # IoU: class 0 = 1/(2+2-1), class 1 = 2/(2+3-2), class 2 = 1/(2+1-1)
+    assert scores["iou_00"] == pytest.approx(1 / 3) and scores["iou_01"] == pytest.approx(2 / 3)
+    assert scores["iou_02"] == pytest.approx(1 / 2)
+    assert scores["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert scores["pixel_acc"] == pytest.approx(4 / 6)

@@ -1,0 +1,157 @@
+"""train.py's command line and the shipped configs."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train as train_cli
+from csgis.checkpoint import load_training_state
+from csgis.config import flatten, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+ABLATIONS = ["ablation_baseline", "ablation_contrastive", "ablation_semantic", "ablation_full"]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from test_engine import build_demo_tiny
+    return build_demo_tiny(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def tiny_yaml(path: Path, demo_root: Path, exp_dir: Path, **train) -> Path:
+    config = {
+        "name": "cli", "experiments_dir": str(exp_dir), "device": "cpu", "deterministic": True,
+        "model": {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1},
+        "loss": {"vgg_weights": "random", "segmentation": 0.0},
+        "data": {"root": str(demo_root), "patch_size": 32, "num_workers": 0, "val_crop": 32},
+        "train": dict({"epochs": 1, "batch_size": 2, "log_every": 1, "save_every": 1}, **train),
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# ----------------------------------------------------------------------------- errors
+def test_unknown_override_key_exits_2_naming_the_key():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
+                           "train.no_such_key=3"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.no_such_key" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_unknown_key_in_the_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nloss:\n  contrastiv: 1.0\n")
+    assert train_cli.main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "loss.contrastiv" in err and str(bad) in err
+
+
+def test_missing_segmenter_exits_2_with_instructions(tmp_path, demo_root, capsys):
+    config = tiny_yaml(tmp_path / "c.yaml", demo_root, tmp_path / "exp")
+    code = train_cli.main(["--config", str(config), "loss.segmentation=1", "segmenter.checkpoint=absent.pth"])
+    err = capsys.readouterr().err
+    assert code == 2 and "absent.pth" in err and "demo_segmenter.yaml" in err
+
+
+def test_sigterm_saves_a_state_then_resume_and_refusal(tmp_path, demo_root, capsys):
+    config = tiny_yaml(tmp_path / "c.yaml", demo_root, tmp_path / "exp", epochs=50)
+    run = tmp_path / "exp" / "cli"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            log = run / "train.log"
+            if log.is_file() and "step 2 " in log.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training did not start in time")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "SIGTERM" in stderr and "--resume" in stderr
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert state["epoch"] == 0 and state["batch_in_epoch"] >= 2 and state["global_step"] == state["batch_in_epoch"]
+
+    # A fresh start in that folder is refused with one line; --resume continues (here to 1 epoch).
+    assert train_cli.main(["--config", str(config)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert train_cli.main(["--config", str(config), "--resume", "train.epochs=1"]) == 0
+    done = load_training_state(run / "training_states" / "latest.state")
+    assert done["epoch"] == 1 and done["global_step"] == 8  # 16 train samples / batch 2
+    assert (run / "models" / "best.pth").is_file()
+    # On resume the changed config is written and the previous one kept beside it.
+    assert load_config(run / "config.yaml").train.epochs == 1
+    assert len(list(run.glob("config.before_resume_*.yaml"))) == 1
+
+
+# ----------------------------------------------------------------------------- shipped configs
+def test_every_config_loads():
+    names = {p.stem for p in CONFIGS}
+    assert {"paper", "release_compat", "demo", "demo_segmenter", *ABLATIONS} <= names
+    for path in CONFIGS:
+        load_config(path)
+
+
+def test_paper_config_is_spec_section_5():
+    cfg = load_config(ROOT / "configs" / "paper.yaml")
+    assert (cfg.train.lr, cfg.train.milestones, cfg.train.gamma, cfg.train.epochs) == (1e-3, [40, 80, 120, 150, 190], 0.5, 150)
+    assert (cfg.data.patch_size, cfg.train.batch_size, cfg.data.hflip, cfg.data.rotate) == (128, 8, 0.5, 45.0)
+    assert cfg.data.brightness == [0.3, 1.7] and cfg.data.contrast == [0.3, 1.7] and cfg.data.hue == 0.3
+    assert (cfg.model.width, cfg.model.descriptor_blocks, cfg.model.coarse_blocks, cfg.model.refine_blocks) == (64, 12, 3, 6)
+    assert (cfg.loss.l1, cfg.loss.ssim, cfg.loss.edge, cfg.loss.dtv, cfg.loss.contrastive, cfg.loss.segmentation) == (1, 0.1, 0.001, 0, 1, 1)
+    assert (cfg.loss.margin_pixel, cfg.loss.margin_vgg, cfg.loss.negatives) == (0.3, 0.04, "coin")
+    assert cfg.segmenter.checkpoint.endswith("best_deeplabv3plus_mobilenet_voc_os16.pth")
+    assert (cfg.segmenter.output_stride, cfg.segmenter.eval_mode, cfg.loss.seg_input, cfg.loss.seg_normalize) == (16, True, "prediction", True)
+    assert cfg.data.root == "data/voc_smooth" and cfg.task == "smoothing"
+
+
+def test_ablations_differ_only_in_their_switches():
+    paper = flatten(load_config(ROOT / "configs" / "paper.yaml"))
+    switches = {"ablation_baseline": (0, 0), "ablation_contrastive": (1, 0), "ablation_semantic": (0, 1), "ablation_full": (1, 1)}
+    for name, (contrastive, segmentation) in switches.items():
+        flat = flatten(load_config(ROOT / "configs" / f"{name}.yaml"))
+        assert (flat["loss.contrastive"], flat["loss.segmentation"], flat["name"]) == (contrastive, segmentation, name)
+        differing = {k for k in flat if flat[k] != paper[k]}
+        assert differing <= {"name", "loss.contrastive", "loss.segmentation"}, (name, differing)
+
+
+def test_release_compat_reproduces_the_release_switches():
+    paper = flatten(load_config(ROOT / "configs" / "paper.yaml"))
+    flat = flatten(load_config(ROOT / "configs" / "release_compat.yaml"))
+    assert {k for k in flat if flat[k] != paper[k]} == {
+        "name", "segmenter.output_stride", "segmenter.eval_mode", "loss.seg_input", "loss.seg_normalize"}
+    assert (flat["segmenter.output_stride"], flat["segmenter.eval_mode"], flat["loss.seg_input"],
+            flat["loss.seg_normalize"], flat["loss.negatives"], flat["segmenter.train_segmenter"]) == (8, False, "input", False, "coin", False)
+
+
+def test_demo_configs_chain_and_need_no_downloads():
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    seg = load_config(ROOT / "configs" / "demo_segmenter.yaml")
+    assert seg.task == "segmentation" and seg.data.root == demo.data.root == "data/demo"
+    assert demo.segmenter.checkpoint == f"{seg.experiments_dir}/{seg.name}/models/best.pth"
+    assert demo.loss.vgg_weights == "random" and demo.loss.segmentation > 0 and demo.loss.contrastive > 0
+    assert demo.model.width <= 32 and seg.loss.seg_normalize == demo.loss.seg_normalize
