@@ -196,9 +196,11 @@ def run_paths(cfg: Config) -> RunPaths:
 
 
 def holds_run(paths: RunPaths) -> bool:
-    """A folder holds a run once it has a config, checkpoints or training states."""
-    if paths.config.exists():
-        return True
+    """A folder holds a run once it has checkpoints or training states.
+
+    A folder left by an attempt that stopped during set-up (only config.yaml and train.log, e.g. a
+    missing weights file) is not a run: the next attempt reuses it, appending to its log.
+    """
     return any(d.is_dir() and any(d.iterdir()) for d in (paths.models, paths.states))
 
 

@@ -69,6 +69,11 @@ def test_missing_segmenter_exits_2_with_instructions(tmp_path, demo_root, capsys
     code = train_cli.main(["--config", str(config), "loss.segmentation=1", "segmenter.checkpoint=absent.pth"])
     err = capsys.readouterr().err
     assert code == 2 and "absent.pth" in err and "demo_segmenter.yaml" in err
+    # The failed set-up left only config.yaml/train.log: after fixing the config, the same
+    # command trains in the same folder instead of refusing it as an existing run.
+    assert train_cli.main(["--config", str(config), "train.epochs=1"]) == 0
+    assert (tmp_path / "exp" / "cli" / "models" / "latest.pth").is_file()
+    assert not [p for p in (tmp_path / "exp").iterdir() if "archived" in p.name]
 
 
 def test_sigterm_saves_a_state_then_resume_and_refusal(tmp_path, demo_root, capsys):
