@@ -267,6 +267,17 @@ def write_json(path: str | os.PathLike, report: dict) -> Path:
     return write_text(path, json.dumps(report, indent=2, default=str) + "\n")
 
 
+def write_outputs(report: dict, csv_path: str | None, json_path: str | None) -> int:
+    """Write the optional per-image CSV and summary JSON of a report; exit status 1 if it has problems."""
+    if csv_path:
+        write_csv(csv_path, report["images"])
+        print(f"per-image metrics: {csv_path}")
+    if json_path:
+        write_json(json_path, report)
+        print(f"summary: {json_path}")
+    return 1 if report["problems"] else 0
+
+
 # --------------------------------------------------------------------------- folder evaluation
 def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | None = None,
                     manifest_root: str | os.PathLike | None = None, split: str = "test",

@@ -65,12 +65,7 @@ def main(argv=None) -> int:
         print(f"problems (skipped) ({len(report['problems'])}):", file=sys.stderr)
         for line in report["problems"]:
             print(f"  {line}", file=sys.stderr)
-    if args.csv:
-        evaluation.write_csv(args.csv, report["images"])
-    if args.json:
-        evaluation.write_json(args.json, report)
-        print(f"summary: {args.json}")
-    return 1 if report["problems"] else 0
+    return evaluation.write_outputs(report, args.csv, args.json)
 
 
 if __name__ == "__main__":

@@ -97,13 +97,7 @@ def main(argv=None) -> int:
         return 2
 
     print(evaluation.format_table(report["methods"]))
-    if args.csv:
-        evaluation.write_csv(args.csv, report["images"])
-        print(f"per-image metrics: {args.csv}")
-    if args.json:
-        evaluation.write_json(args.json, report)
-        print(f"summary: {args.json}")
-    return 1 if report["problems"] else 0
+    return evaluation.write_outputs(report, args.csv, args.json)
 
 
 if __name__ == "__main__":
