@@ -1,0 +1,32 @@
+"""Process-level settings shared by the command-line entry points."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Activation maps of this network are 10-200 MB each and are freed and re-allocated on every
+# layer. With glibc's defaults each one is mmap'd, returned to the OS on free and faulted back in
+# page by page: on CPU the kernel time exceeded the compute time (default model, 814x814 crop:
+# 36 s per forward, 31 M page faults). Keeping such blocks in the heap for reuse: 11-14 s,
+# 0.5-1 M faults, peak resident memory +35 % (1.7 -> 2.4 GB). Reproduce with
+# `python scripts/bench_cpu_allocator.py` (results in docs/BENCHMARKS.md).
+_THRESHOLD = 1 << 30
+
+
+def reuse_large_allocations() -> bool:
+    """Ask glibc malloc to keep large freed blocks for reuse (big CPU speed-up); False if not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok_mmap = mallopt(_M_MMAP_THRESHOLD, _THRESHOLD) == 1
+    ok_trim = mallopt(_M_TRIM_THRESHOLD, _THRESHOLD) == 1
+    return ok_mmap and ok_trim
