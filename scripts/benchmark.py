@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from csgis.runtime import reuse_large_allocations
+    reuse_large_allocations()  # measure what show.py / train.py run with
     variants = [v for v in args.variants.split(",") if v.strip()] if args.variants else None
     try:
         for name in variants or ():
