@@ -96,6 +96,12 @@ class TrainConfig:
     log_every: int = 20            # iterations
     val_images: int = 4            # validation images written to tensorboard
     max_iters_per_epoch: int = 0   # 0: whole epoch
+    # true: the smoother's BatchNorm layers stay in eval mode while training, keeping their
+    # initial running statistics (mean 0, variance 1), so each acts as a learned per-channel
+    # affine layer (FrozenBatchNorm). Same parameters and checkpoints; for short runs, where
+    # train-mode BN (batch 8) hides every batch's mean colour from the heads and the published
+    # network needs tens of thousands of steps to reproduce absolute colour. false = the paper.
+    freeze_bn: bool = False        # BatchNorm in eval mode while training (see above); paper: false
 
 
 @dataclass

@@ -288,6 +288,15 @@ def build_val_loader(dataset: Dataset, num_workers: int = 0) -> DataLoader:
                       worker_init_fn=seed_worker)
 
 
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Put every BatchNorm layer of `module` in eval mode (running statistics used and kept,
+    affine parameters still trained) -> how many layers."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.eval()
+    return len(layers)
+
+
 def build_optimizer(param_groups, cfg: Config) -> torch.optim.Optimizer:
     """Adam(lr, betas, weight_decay) of train.*; param groups may carry their own lr."""
     return torch.optim.Adam(param_groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
@@ -678,7 +687,8 @@ def _run(cfg: Config, paths: RunPaths, state_path: Path | None, info: ddp.DistIn
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and autocast_dtype is not None)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info(f"model {type(model).__name__}: {n_params:,} parameters")
+    logger.info(f"model {type(model).__name__}: {n_params:,} parameters"
+                + (" | BatchNorm frozen (train.freeze_bn)" if cfg.train.freeze_bn else ""))
 
     # ---- resume
     start_epoch, start_batch, global_step = 0, 0, 0
@@ -754,6 +764,8 @@ def _run(cfg: Config, paths: RunPaths, state_path: Path | None, info: ddp.DistIn
 
     def set_modes() -> None:
         model.train()
+        if cfg.train.freeze_bn:
+            freeze_batchnorm(model)
         if loss_segmenter is not None:
             loss_segmenter.train(not cfg.segmenter.eval_mode)
 

@@ -318,3 +318,30 @@ def test_confusion_matrix_and_miou_on_known_numbers():
     assert scores["iou_02"] == pytest.approx(1 / 2)
     assert scores["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
     assert scores["pixel_acc"] == pytest.approx(4 / 6)
+
+
+def test_freeze_bn_keeps_running_statistics_and_trains_the_affine_parameters(demo_root, tmp_path):
+    """train.freeze_bn: BatchNorm layers in eval mode during training (running mean 0 / var 1 kept),
+    while their weights and biases still learn; without it the running statistics move."""
+    def batchnorms(model):
+        return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    frozen = engine.train(tiny_config(demo_root, tmp_path, "frozen", train={"epochs": 1, "freeze_bn": True}))
+    plain = engine.train(tiny_config(demo_root, tmp_path, "plain", train={"epochs": 1}))
+    assert frozen["global_step"] == plain["global_step"] == 8
+    assert "BatchNorm frozen (train.freeze_bn)" in (tmp_path / "frozen" / "train.log").read_text()
+    f_model = load_smoother(tmp_path / "frozen" / "models" / "latest.pth")
+    p_model = load_smoother(tmp_path / "plain" / "models" / "latest.pth")
+    assert len(batchnorms(f_model)) == len(batchnorms(p_model)) > 0
+    for bn in batchnorms(f_model):
+        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+        assert int(bn.num_batches_tracked) == 0
+    assert any(not torch.equal(bn.weight, torch.ones_like(bn.weight)) or
+               not torch.equal(bn.bias, torch.zeros_like(bn.bias)) for bn in batchnorms(f_model))
+    assert all(int(bn.num_batches_tracked) == 8 for bn in batchnorms(p_model))
+    assert any(not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) for bn in batchnorms(p_model))
+    # A module put back in train mode by the loop is frozen again by the helper.
+    p_model.train()
+    assert engine.freeze_batchnorm(p_model) == len(batchnorms(p_model))
+    assert p_model.training and not any(bn.training for bn in batchnorms(p_model))
