@@ -8,8 +8,9 @@ Steps (each one resumes: finished work is read back from its files, interrupted 
   2. the four ablations of configs/demo.yaml (baseline, +contrastive, +semantic, full: SPEC 3) for
      every seed, one `python train.py --config configs/demo.yaml --resume ...` run each, in
      <experiments>/<ablation>_s<seed>; same steps, data and width for all of them;
-  3. every run's best.pth (chosen on the validation split during training) smoothed over the test
-     split and scored in both metric conventions (<run>/test_metrics.json);
+  3. every run's final weights (models/latest.pth after the whole budget) smoothed over the test
+     split and scored in both metric conventions (<run>/test_metrics_latest.json); its best.pth
+     (chosen by validation SSIM during training) is scored too, for reference;
   4. the classical smoothers of scripts/baselines.py, parameters chosen on the validation split
      (<experiments>/baselines.json);
   5. the segmenter of the demo config: mIoU on the test split's shape labels;
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--experiments", default="experiments/report", help="folder of the training runs")
     p.add_argument("--out", default="docs", help="where RESULTS.md, results.json and results_grid.png go")
     p.add_argument("--workers", type=int, default=2, help="processes for the classical smoothers")
+    p.add_argument("--filters", default="", help="comma-separated classical smoothers (default: all of "
+                   "csgis.filters.FILTERS)")
     p.add_argument("--grid-rows", type=int, default=5, help="test images in the comparison grid")
     p.add_argument("--no-train", action="store_true",
                    help="do not train: report only the runs that have finished")
@@ -147,15 +150,17 @@ def run_summary(run_dir: Path) -> dict:
     }
 
 
-def score_run(run_dir: Path, data: str, save: bool) -> dict:
-    """Test-split metrics of <run>/models/best.pth, cached in <run>/test_metrics.json."""
-    cache = run_dir / "test_metrics.json"
-    best = run_dir / "models" / "best.pth"
-    if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
+def score_run(run_dir: Path, data: str, save: bool, which: str = "latest") -> dict:
+    """Test-split metrics of <run>/models/<which>.pth, cached in <run>/test_metrics_<which>.json;
+    save: predictions in <run>/test_predictions_<which>/."""
+    cache = run_dir / f"test_metrics_{which}.json"
+    weights = run_dir / "models" / f"{which}.pth"
+    pred_dir = run_dir / f"test_predictions_{which}"
+    if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
-        if not save or (run_dir / "test_predictions").is_dir():
+        if not save or pred_dir.is_dir():
             return cached
-    report = evaluation.evaluate_model(best, data, "test", save_dir=run_dir / "test_predictions" if save else None,
+    report = evaluation.evaluate_model(weights, data, "test", save_dir=pred_dir if save else None,
                                        label=run_dir.name, progress=False)
     report.pop("images")
     _write_json(cache, report)
@@ -164,10 +169,16 @@ def score_run(run_dir: Path, data: str, save: bool) -> dict:
 
 # ----------------------------------------------------------------------------- other parts
 def baselines(args) -> dict:
+    from csgis.filters import FILTERS
+
+    wanted = [f for f in args.filters.split(",") if f] or list(FILTERS)
     cache = ROOT / args.experiments / "baselines.json"
     if cache.is_file():
-        return _read_json(cache)
-    report = evaluation.run_baselines(args.data, "test", "val", workers=args.workers, progress=True)
+        cached = _read_json(cache)
+        if sorted(cached["filters"]) == sorted(wanted) and cached["data"] == str(args.data):
+            return cached
+    report = evaluation.run_baselines(args.data, "test", "val", filters=wanted, workers=args.workers,
+                                      progress=True)
     report.pop("images")
     _write_json(cache, report)
     return report
@@ -325,7 +336,8 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
         f"iterations), batch {train['batch_size']}, {data['patch_size']} px patches, Adam lr {train['lr']} "
         f"(× {train['gamma']} at epochs {train['milestones']}), augmentation brightness {data['brightness']}, "
         f"contrast {data['contrast']}, hue ±{data['hue']}, rotation ±{data['rotate']}°. The checkpoint scored "
-        f"on test is `best.pth`, chosen by validation SSIM (paper convention, {data['val_crop']} px centre "
+        f"on test is the final one (`latest.pth`, after all {steps} steps); the per-run table also scores "
+        f"`best.pth`, the one with the best validation SSIM (paper convention, {data['val_crop']} px centre "
         f"crops) at epochs {train['val_every']}, {2 * train['val_every']}, ...")
     add(f"- **Losses**: L1 + {loss['ssim']}·SSIM + {loss['edge']}·edge for all four; the contrastive term "
         f"(λc = {loss['contrastive']}, k1 = {loss['margin_pixel']}, k2 = {loss['margin_vgg']}, "
@@ -370,15 +382,16 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             add("")
             add(why_behind(args, agg, runs, base, cfg_dict))
         add("")
-    add("Per run (test split, `best.pth`):")
+    add("Per run (test split): the final weights, as in the table above, and `best.pth` (validation-selected):")
     add("")
-    add("| run | seed | steps | best val epoch | PSNR paper | SSIM paper | PSNR standard | SSIM standard | train time |")
+    add("| run | seed | steps | PSNR paper | SSIM paper | PSNR standard | SSIM standard | best.pth: epoch, PSNR / SSIM paper | train time |")
     add("|---|---|---|---|---|---|---|---|---|")
     for (ablation, seed), r in sorted(runs.items(), key=lambda kv: (list(ABLATIONS).index(kv[0][0]), kv[0][1])):
-        t = r["test"]
-        add(f"| {ablation} | {seed} | {r['train']['steps']} | {r['train']['best_epoch']} | "
+        t, b = r["test"], r["test_best"]
+        add(f"| {ablation} | {seed} | {r['train']['steps']} | "
             f"{_f(t['psnr_paper']['mean'], 2)} | {_f(t['ssim_paper']['mean'], 4)} | "
             f"{_f(t['psnr_standard']['mean'], 2)} | {_f(t['ssim_standard']['mean'], 4)} | "
+            f"{r['train']['best_epoch']}, {_f(b['psnr_paper']['mean'], 2)} / {_f(b['ssim_paper']['mean'], 4)} | "
             f"{_f(r['train']['train_seconds'] / 60, 1)} min |")
     if failed:
         add("")
@@ -419,7 +432,7 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
     add(f"![comparison grid]({grid_path.name})")
     add("")
     add(f"Test images, top to bottom: {', '.join(grid_ids)}. Classical smoothers with their validated "
-        f"parameters; ours is the full model, seed {args.seeds[0]}.")
+        f"parameters; ours is the full model, seed {args.seeds[0]}, final weights.")
     add("")
     add("## What differs from the paper, and what is comparable")
     add("")
@@ -477,7 +490,10 @@ def main(argv=None) -> int:
             continue
         print(f"scoring {run_dir} on the test split", flush=True)
         save = ablation == "full" and seed == args.seeds[0]
-        runs[(ablation, seed)] = {"train": run_summary(run_dir), "test": score_run(run_dir, args.data, save)["methods"][run_dir.name]}
+        runs[(ablation, seed)] = {
+            "train": run_summary(run_dir),
+            "test": score_run(run_dir, args.data, save, "latest")["methods"][run_dir.name],
+            "test_best": score_run(run_dir, args.data, False, "best")["methods"][run_dir.name]}
     if not runs:
         print("error: no finished run to report", file=sys.stderr)
         return 1
@@ -486,7 +502,7 @@ def main(argv=None) -> int:
     seg = segmenter_miou(cfg, args.data) if cfg.segmenter.checkpoint else {}
     out = Path(args.out)
     grid_path = out / "results_grid.png"
-    full_dir = ROOT / args.experiments / run_name("full", args.seeds[0]) / "test_predictions"
+    full_dir = ROOT / args.experiments / run_name("full", args.seeds[0]) / "test_predictions_latest"
     grid_ids = comparison_grid(args, base["filters"], full_dir, grid_path) if full_dir.is_dir() else []
     agg = aggregate(runs)
     verdict = beats_all(agg["full"], base) if "full" in agg else (False, ["no full-model run"])

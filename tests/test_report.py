@@ -44,7 +44,7 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     exp, out = tmp_path / "exp", tmp_path / "docs"
     argv = ["--config", str(config), "--data", str(demo_root), "--seeds", "0", "1",
             "--ablations", "baseline", "full", "--experiments", str(exp), "--out", str(out),
-            "--workers", "1", "--grid-rows", "2"]
+            "--workers", "1", "--grid-rows", "2", "--filters", "l0,fgs"]
     code = make_report.main(argv)
     result = json.loads((out / "results.json").read_text())
     assert code == (0 if result["full_beats_all_classical"] else 1)
@@ -59,13 +59,14 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     # Seeds give different networks, so different scores.
     assert result["runs"]["full_s0"]["test"] != result["runs"]["full_s1"]["test"]
     text = (out / "RESULTS.md").read_text()
-    assert "| input (textured) |" in text and "| L0 (" in text and "| CSGIS-Net full" in text
+    assert "| input (textured) |" in text and "| L0 (" in text and "| FGS (" in text and "| CSGIS-Net full" in text
+    assert set(result["baselines"]) == {"input", "l0", "fgs"}
     assert ("beats every classical smoother" in text) == result["full_beats_all_classical"]
     assert "![comparison grid](results_grid.png)" in text and "What differs from the paper" in text
     grid = read_image(out / "results_grid.png")
-    # title bar + 2 rows; input, 4 classical smoothers, ours, GT = 7 columns of 200 + 2 * 2 px
-    assert grid.shape == (22 + 2 * 204, 7 * 204, 3)
-    assert (exp / "full_s0" / "test_predictions").is_dir() and (exp / "baselines.json").is_file()
+    # title bar + 2 rows; input, the 2 classical smoothers, ours, GT = 5 columns of 200 + 2 * 2 px
+    assert grid.shape == (22 + 2 * 204, 5 * 204, 3)
+    assert (exp / "full_s0" / "test_predictions_latest").is_dir() and (exp / "baselines.json").is_file()
 
     # A second call trains nothing and reads the caches back: the same report.
     capsys.readouterr()

@@ -157,6 +157,9 @@ def test_demo_configs_chain_and_need_no_downloads():
     demo = load_config(ROOT / "configs" / "demo.yaml")
     seg = load_config(ROOT / "configs" / "demo_segmenter.yaml")
     assert seg.task == "segmentation" and seg.data.root == demo.data.root == "data/demo"
-    assert demo.segmenter.checkpoint == f"{seg.experiments_dir}/{seg.name}/models/best.pth"
+    # demo.yaml trains on a fresh machine: its segmenter is the shipped one that demo_segmenter.yaml made.
+    assert demo.segmenter.checkpoint == "weights/demo_segmenter.pth"
+    assert (ROOT / demo.segmenter.checkpoint).is_file()
+    assert demo.train.freeze_bn and not load_config(ROOT / "configs" / "paper.yaml").train.freeze_bn
     assert demo.loss.vgg_weights == "random" and demo.loss.segmentation > 0 and demo.loss.contrastive > 0
     assert demo.model.width <= 32 and seg.loss.seg_normalize == demo.loss.seg_normalize

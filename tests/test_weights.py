@@ -1,0 +1,45 @@
+"""The shipped demo weights: size limits, safe loading, and that they are what the configs say."""
+from pathlib import Path
+
+import torch
+
+from csgis.checkpoint import load_segmenter, load_smoother
+from csgis.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOOTHER = ROOT / "weights" / "demo_smoother.pth"
+SEGMENTER = ROOT / "weights" / "demo_segmenter.pth"
+
+
+def test_sizes_within_the_limits():
+    assert SMOOTHER.stat().st_size <= 10 * 2 ** 20
+    assert SEGMENTER.stat().st_size <= 25 * 2 ** 20
+
+
+def test_smoother_is_the_demo_architecture_and_smooths():
+    raw = torch.load(SMOOTHER, map_location="cpu", weights_only=True)
+    assert raw["kind"] == "smoother"
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    model = load_smoother(SMOOTHER)
+    assert model.arch == {"width": demo.model.width, "descriptor_blocks": demo.model.descriptor_blocks,
+                          "coarse_blocks": demo.model.coarse_blocks, "refine_blocks": demo.model.refine_blocks}
+    # Trained with the demo config (the one in the file is what produced it).
+    assert raw["config"]["loss"]["contrastive"] == demo.loss.contrastive
+    assert raw["config"]["loss"]["segmentation"] == demo.loss.segmentation
+    assert raw["config"]["train"]["freeze_bn"] is True
+    # A flat image with a high-frequency checkerboard on it: the output is closer to the flat image.
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2).float() * 0.2 - 0.1
+    with torch.no_grad():
+        out = model(flat + checker).prediction
+    assert torch.isfinite(out).all()
+    assert (out - flat).abs().mean() < (checker).abs().mean()
+
+
+def test_segmenter_has_the_demo_classes():
+    raw = torch.load(SEGMENTER, map_location="cpu", weights_only=True)
+    assert raw["kind"] == "segmenter" and raw["arch"] == {"num_classes": 6, "output_stride": 16}
+    model = load_segmenter(SEGMENTER, output_stride=16)
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, 64, 64))
+    assert logits.shape == (1, 6, 64, 64)
