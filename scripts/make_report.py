@@ -22,6 +22,7 @@ every classical smoother (the report is still written and says so); 2 on bad arg
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -194,7 +195,7 @@ def segmenter_miou(config, data: str) -> dict:
 
     path = config.segmenter.checkpoint
     model = load_segmenter(path, output_stride=config.segmenter.output_stride)
-    data_cfg = config.data
+    data_cfg = copy.deepcopy(config.data)  # full test images; the caller's config stays as it is
     data_cfg.root, data_cfg.val_crop = data, 0
     loader = build_val_loader(build_dataset(data_cfg, "test", train=False))
     scores = validate_segmenter(model, loader, torch.device("cpu"), model.classifier.classifier[-1].out_channels,
@@ -367,6 +368,11 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             f"{_pm(entry['ssim_paper'], 4, show)} | {_pm(entry['psnr_standard'], 2, show)} | "
             f"{_pm(entry['ssim_standard'], 4, show)} | train {_pm(tuple(x / 60 for x in entry['train_seconds']), 1, show)} min |")
     add("")
+    if n_seeds == 1:
+        add("One seed per ablation (the CPU budget of this report did not allow two), so differences of a "
+            "few tenths of a dB between ablations are not established; the learning curves below show how "
+            "much one run moves between validations.")
+        add("")
     add(f"Classical smoothers: `csgis.filters`, parameters chosen by {base['select_metric']} on the "
         f"{base['n_val']} validation images among `csgis.filters.PARAM_GRIDS`; time is per image, one "
         f"process each. Training time is the sum of the training epochs' wall time (validation and "
@@ -459,9 +465,20 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
     return "\n".join(lines)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     import torch
-    return {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores ({platform.processor() or 'unknown'})",
+    return {"machine": f"{_cpu_name()}, {os.cpu_count()} cores, no GPU used",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d")}
 
