@@ -26,7 +26,6 @@ import copy
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -465,20 +464,11 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
     import torch
-    return {"machine": f"{_cpu_name()}, {os.cpu_count()} cores, no GPU used",
+
+    from csgis.benchmark import cpu_name
+    return {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU used",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d")}
 
