@@ -28,11 +28,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from csgis.io import ImageReadError, list_images, read_image, write_image, write_text
+from csgis.runtime import parallel_map
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 CONVENTIONS = {
@@ -144,21 +145,6 @@ def match_manifest(pred_dir: str | os.PathLike, data_root: str | os.PathLike, sp
 
 
 # --------------------------------------------------------------------------- scoring
-def parallel_map(function: Callable, jobs: Sequence, workers: int = 1, desc: str = "",
-                 progress: bool = True, initializer: Callable | None = None) -> list:
-    """[function(job) for job in jobs] in order over `workers` processes (<= 1: here), tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    bar = dict(total=len(jobs), desc=desc, unit="img", dynamic_ncols=True, disable=not progress,
-               file=sys.stderr)
-    if workers <= 1 or len(jobs) <= 1:
-        return [function(job) for job in tqdm(jobs, **bar)]
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer) as pool:
-        return list(tqdm(pool.map(function, jobs, chunksize=1), **bar))
-
-
 def _read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Both images, or ValueError naming both files when their sizes differ."""
     pred, gt = read_image(pred_path), read_image(gt_path)
@@ -423,8 +409,9 @@ def _filter_job(job: FilterJob) -> tuple[dict | None, str | None]:
                        gt=str(job.sample.gt), seconds=seconds), None
 
 
-def _run_filter(name: str, params: dict, samples: Sequence[Sample], workers: int, progress: bool,
-                desc: str, save_dir: Path | None = None) -> tuple[list[dict], list[str]]:
+def run_filter(name: str, params: dict, samples: Sequence[Sample], workers: int = 1, progress: bool = True,
+               desc: str = "", save_dir: Path | None = None) -> tuple[list[dict], list[str]]:
+    """One classical smoother with fixed params over samples -> (per-image metric rows, problems)."""
     jobs = [FilterJob(name, dict(params), s, save_dir / name / f"{s.id}.png" if save_dir else None)
             for s in samples]
     results = parallel_map(_filter_job, jobs, workers, desc, progress, _single_thread_worker)
@@ -438,7 +425,7 @@ def select_params(name: str, grid: Sequence[dict], samples: Sequence[Sample], me
         raise ValueError(f"select metric must be one of {METRIC_KEYS}, got {metric!r}")
     trials, problems, best = [], [], None
     for params in grid:
-        rows, errs = _run_filter(name, params, samples, workers, progress, f"{name} val {params}")
+        rows, errs = run_filter(name, params, samples, workers, progress, f"{name} val {params}")
         problems += [e for e in errs if e not in problems]
         summary = summarize(rows)
         trials.append({"params": dict(params), metric: summary[metric]["mean"], "n": summary["n"]})
@@ -484,7 +471,7 @@ def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: 
             params = dict(grids[name][0])
         else:
             params = {}
-        rows, errs = _run_filter(name, params, test_samples, workers, progress, f"{name} {split}", save_dir)
+        rows, errs = run_filter(name, params, test_samples, workers, progress, f"{name} {split}", save_dir)
         problems += [e for e in errs if e not in problems]
         seconds = float(np.mean([r["seconds"] for r in rows])) if rows else math.nan
         methods[name] = summarize(rows, seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import Callable, Sequence
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -30,3 +31,22 @@ def reuse_large_allocations() -> bool:
     ok_mmap = mallopt(_M_MMAP_THRESHOLD, _THRESHOLD) == 1
     ok_trim = mallopt(_M_TRIM_THRESHOLD, _THRESHOLD) == 1
     return ok_mmap and ok_trim
+
+
+def parallel_map(function: Callable, jobs: Sequence, workers: int = 1, desc: str = "",
+                 progress: bool = True, initializer: Callable | None = None) -> list:
+    """[function(job) for job in jobs] in order over `workers` processes (<= 1: here), tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = dict(total=len(jobs), desc=desc, unit="img", dynamic_ncols=True, disable=not progress,
+               file=sys.stderr)
+    if workers <= 1 or len(jobs) <= 1:
+        return [function(job) for job in tqdm(jobs, **bar)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a process that has already run torch or OpenCV holds thread pools whose
+    # locks a forked child inherits, and such children can hang forever.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, mp_context=context) as pool:
+        return list(tqdm(pool.map(function, jobs, chunksize=1), **bar))

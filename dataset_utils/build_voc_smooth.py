@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csgis.data import blend  # noqa: E402
 from csgis.data.manifest import (VOC_CLASSES, OutputDirError, SkipStructure,  # noqa: E402
-                                 prepare_output_dir, run_jobs, split_counts, structure_rows,
+                                 prepare_output_dir, split_counts, structure_rows,
                                  write_dataset_info, write_manifest, write_structure)
 from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, read_label  # noqa: E402
+from csgis.runtime import parallel_map  # noqa: E402
 
 DEFAULT_IDS = Path(__file__).resolve().parent / "voc_smooth_150_ids.txt"
 SPLITS = ("train", "val", "test")
@@ -264,7 +265,7 @@ def main(argv=None) -> int:
                 seg_ignore_index=255)
     write_dataset_info(out, info)
     try:
-        results = run_jobs(build_gt, jobs, args.workers, desc="voc-smooth")
+        results = parallel_map(build_gt, jobs, args.workers, "voc-smooth")
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to continue the build in {out}", file=sys.stderr)
         return 130

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csgis.data import blend, synthetic  # noqa: E402
 from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_counts,  # noqa: E402
                                  structure_rows, write_dataset_info, write_manifest,
-                                 write_structure, run_jobs)
+                                 write_structure)
 from csgis.io import read_image, write_image  # noqa: E402
+from csgis.runtime import parallel_map  # noqa: E402
 
 SIZES = {
     #          structures, side range, textures/structure, texture pool, test-only, texture sides
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
         job.update(root=str(out), gt_smoother=args.gt_smoother, over_smoother=args.over_smoother,
                    scene_over_smoother=args.scene_over_smoother)
     try:
-        results = run_jobs(build_structure, jobs, args.workers, desc="demo")
+        results = parallel_map(build_structure, jobs, args.workers, "demo")
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to continue the build in {out}", file=sys.stderr)
         return 130

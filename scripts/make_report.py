@@ -13,9 +13,11 @@ Steps (each one resumes: finished work is read back from its files, interrupted 
      (chosen by validation SSIM during training) is scored too, for reference;
   4. the classical smoothers of scripts/baselines.py, parameters chosen on the validation split
      (<experiments>/baselines.json);
-  5. the segmenter of the demo config: mIoU on the test split's shape labels;
-  6. a comparison grid (input, classical smoothers, ours, GT) -> <out>/results_grid.png;
-  7. <out>/RESULTS.md and <out>/results.json.
+  5. per-image scores grouped by kind of image (photo / scene) and by seen vs test-only texture,
+     and the full model (first seed) on its own training split (<run>/train_metrics_latest.json);
+  6. the segmenter of the demo config: mIoU on the test split's shape labels;
+  7. a comparison grid (input, classical smoothers, ours, GT) -> <out>/results_grid.png;
+  8. <out>/RESULTS.md and <out>/results.json.
 Exit status: 0 when the report was written; 1 when a run failed or the full model does not beat
 every classical smoother (the report is still written and says so); 2 on bad arguments.
 """
@@ -148,19 +150,25 @@ def run_summary(state: dict) -> dict:
     }
 
 
-def score_run(run_dir: Path, data: str, save: bool, which: str = "latest") -> dict:
-    """Test-split metrics of <run>/models/<which>.pth, cached in <run>/test_metrics_<which>.json;
-    save: predictions in <run>/test_predictions_<which>/."""
-    cache = run_dir / f"test_metrics_{which}.json"
+def _slim(rows: list[dict]) -> list[dict]:
+    """Per-image rows reduced to what the report groups: image id, method and the four metrics."""
+    return [{"name": r["name"], "method": r.get("method", evaluation.INPUT_ROW), **{k: r[k] for k in METRICS}}
+            for r in rows]
+
+
+def score_run(run_dir: Path, data: str, save: bool, which: str = "latest", split: str = "test") -> dict:
+    """Metrics of <run>/models/<which>.pth on a split (per image too), cached in
+    <run>/<split>_metrics_<which>.json; save: predictions in <run>/<split>_predictions_<which>/."""
+    cache = run_dir / f"{split}_metrics_{which}.json"
     weights = run_dir / "models" / f"{which}.pth"
-    pred_dir = run_dir / f"test_predictions_{which}"
+    pred_dir = run_dir / f"{split}_predictions_{which}"
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
-        if not save or pred_dir.is_dir():
+        if "images" in cached and (not save or pred_dir.is_dir()):
             return cached
-    report = evaluation.evaluate_model(weights, data, "test", save_dir=pred_dir if save else None,
+    report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir if save else None,
                                        label=run_dir.name, progress=False)
-    report.pop("images")
+    report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
 
@@ -174,12 +182,58 @@ def baselines(args) -> dict:
     if cache.is_file():
         cached = _read_json(cache)
         if sorted(cached["filters"]) == sorted(wanted) and cached["data"] == str(args.data):
+            if "images" not in cached:  # written before per-image rows were kept: rescore test only
+                samples = evaluation.load_split(args.data, "test")
+                rows, _ = evaluation.score_inputs(samples, args.workers, progress=False)
+                for name, f in cached["filters"].items():
+                    rows += evaluation.run_filter(name, f["params"], samples, args.workers, True,
+                                                  f"{name} test (per image)")[0]
+                cached["images"] = _slim(rows)
+                _write_json(cache, cached)
             return cached
     report = evaluation.run_baselines(args.data, "test", "val", filters=wanted, workers=args.workers,
                                       progress=True)
-    report.pop("images")
+    report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
+
+
+def image_group(image_id: str, test_only: set[str]) -> list[str]:
+    """Groups of a demo image id '<structure>__<texture>': its kind (photo/scene: the structure name
+    without digits) and whether its texture is seen in training; [] for other ids."""
+    structure, sep, texture = image_id.partition("__")
+    if not sep:
+        return []
+    kind = structure.rstrip("0123456789")
+    return [kind, "test-only textures" if texture in test_only else "seen textures"]
+
+
+def by_group(rows: list[dict], method: str, test_only: set[str]) -> dict:
+    """{group: {n, psnr_paper, ssim_paper}} means of one method's per-image rows."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["method"] == method:
+            for g in image_group(r["name"], test_only):
+                groups.setdefault(g, []).append(r)
+    return {g: {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in ("psnr_paper", "ssim_paper")}}
+            for g, rs in groups.items()}
+
+
+def group_table(runs: dict, base: dict, test_only: set[str]) -> dict:
+    """{row label: {group: {n, psnr_paper, ssim_paper}}} for input, the classical smoothers and the
+    ablations (mean over seeds of each seed's group mean)."""
+    table = {"input": by_group(base["images"], evaluation.INPUT_ROW, test_only)}
+    for name in base["filters"]:
+        table[name.upper()] = by_group(base["images"], name, test_only)
+    for ablation in ABLATIONS:
+        per_seed = [by_group(r["test_images"], run_name(a, s), test_only)
+                    for (a, s), r in runs.items() if a == ablation]
+        if per_seed:
+            table[ablation] = {g: {"n": per_seed[0][g]["n"],
+                                   **{k: sum(p[g][k] for p in per_seed) / len(per_seed)
+                                      for k in ("psnr_paper", "ssim_paper")}}
+                               for g in per_seed[0]}
+    return table
 
 
 def segmenter_miou(config, data: str) -> dict:
@@ -264,14 +318,48 @@ def beats_all(full: dict, base: dict) -> tuple[bool, list[str]]:
     return not losses, losses
 
 
-def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict) -> str:
-    """What the data of this report says about a shortfall: BN mode, loss weights, training length."""
+def _ps(cell: dict) -> str:
+    return f"{cell['psnr_paper']:.2f} dB / {cell['ssim_paper']:.4f}"
+
+
+def why_groups(groups: dict, base: dict) -> list[str]:
+    """Sentences on where the full model loses: kind of image, seen vs test-only textures, training fit."""
+    full = groups.get("full", {})
+    kinds = [g for g in full if "textures" not in g]
+    parts = []
+    for kind in kinds:
+        best = max(base["filters"], key=lambda n: groups[n.upper()][kind]["psnr_paper"])
+        parts.append(f"on the {full[kind]['n']} {kind} images it scores {_ps(full[kind])} against "
+                     f"{_ps(groups[best.upper()][kind])} for the best classical smoother there, {best.upper()}")
+    text = ["By kind of test image (table below), " + "; ".join(parts) + "."] if parts else []
+    if "seen textures" in full and "test-only textures" in full:
+        text.append(f"Textures seen in training and test-only textures score alike "
+                    f"({_ps(full['seen textures'])} and {_ps(full['test-only textures'])}), so unseen textures "
+                    f"are not the problem.")
+    fit = groups.get("full, training split", {})
+    if fit and kinds:
+        text.append("On its own training images the final weights score " + ", ".join(
+            f"{_ps(fit[k])} on {k} images" for k in kinds if k in fit) + ": the network underfits "
+            "(it does not reproduce even the scenes it was trained on), rather than failing to generalise.")
+    return text
+
+
+def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: dict) -> str:
+    """What the data of this report says about a shortfall: image kind, fit, BN mode, training length."""
     full = agg["full"]
     parts = []
     best_psnr = max(base["filters"].items(), key=lambda kv: kv[1]["metrics"]["psnr_paper"]["mean"])
     parts.append(f"Why, as far as this report can tell: the strongest classical smoother here is "
                  f"{best_psnr[0].upper()} ({best_psnr[1]['metrics']['psnr_paper']['mean']:.2f} dB, paper "
                  f"convention) against {full['psnr_paper'][0]:.2f} dB for the full model.")
+    parts += why_groups(groups, base)
+    if {"baseline", "semantic", "contrastive"} <= set(agg):
+        drops = [agg["baseline"]["psnr_paper"][0] - agg["semantic"]["psnr_paper"][0],
+                 agg["contrastive"]["psnr_paper"][0] - full["psnr_paper"][0]]
+        parts.append(f"Adding the semantic term changes the test PSNR by {-drops[0]:+.2f} dB on the baseline and "
+                     f"{-drops[1]:+.2f} dB on +contrastive (λs = {cfg_dict['loss']['segmentation']}, with the demo "
+                     f"segmenter of the mIoU below); the contrastive term changes it by "
+                     f"{agg['contrastive']['psnr_paper'][0] - agg['baseline']['psnr_paper'][0]:+.2f} dB.")
     if "full_trainbn" in agg:
         parts.append(f"With the paper's train-mode BatchNorm the same budget gives "
                      f"{agg['full_trainbn']['psnr_paper'][0]:.2f} dB / {agg['full_trainbn']['ssim_paper'][0]:.4f}, "
@@ -299,7 +387,8 @@ def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict) -> str:
 
 
 def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: dict, grid_ids: list[str],
-                 grid_path: Path, verdict: tuple[bool, list[str]], env: dict, failed: list[str]) -> str:
+                 grid_path: Path, verdict: tuple[bool, list[str]], env: dict, failed: list[str],
+                 groups: dict) -> str:
     n_seeds = len(args.seeds)
     model = cfg_dict["model"]
     train = cfg_dict["train"]
@@ -392,7 +481,39 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
         else:
             add("**The full model does not beat every classical smoother**: " + "; ".join(losses) + ".")
             add("")
-            add(why_behind(args, agg, runs, base, cfg_dict))
+            add(why_behind(args, agg, runs, base, cfg_dict, groups))
+        add("")
+    order = [g for g in groups.get("input", {}) if "textures" not in g] + \
+        [g for g in ("seen textures", "test-only textures") if g in groups.get("input", {})]
+    if order:
+        add("### By kind of test image")
+        add("")
+        add("PSNR (dB) / SSIM, paper convention, mean over the images of each group (ablations: mean over "
+            "seeds). *photo*: bundled photographs, GT an L0 smoothing of the photo; *scene*: procedural "
+            "shapes in flat colours on smooth gradient backgrounds, GT the clean scene. Every image is in "
+            "one kind and one texture group.")
+        add("")
+        add("| method | " + " | ".join(f"{g} (n={groups['input'][g]['n']})" for g in order) + " |")
+        add("|---|" + "---|" * len(order))
+        for label, cells in groups.items():
+            if "training split" in label:
+                continue
+            title = f"CSGIS-Net {ABLATIONS[label][0]}" if label in ABLATIONS else label
+            add(f"| {title} | " + " | ".join(f"{cells[g]['psnr_paper']:.2f} / {cells[g]['ssim_paper']:.4f}"
+                                            if g in cells else "" for g in order) + " |")
+        fit = groups.get("full, training split")
+        if fit:
+            kinds = [g for g in order if g in fit and "textures" not in g]
+            add("")
+            add(f"The full model (seed {args.seeds[0]}, final weights) on the training split, same "
+                f"convention; a network that had fitted its training data would score far above the test "
+                f"numbers here:")
+            add("")
+            add("| | " + " | ".join(f"{g} (n={fit[g]['n']})" for g in kinds) + " |")
+            add("|---|" + "---|" * len(kinds))
+            for label in ("input, training split", "full, training split"):
+                add(f"| {label.split(',')[0]} | " + " | ".join(_ps(groups[label][g]).replace(' dB', '')
+                                                            for g in kinds) + " |")
         add("")
     add("Per run (test split): the final weights, as in the table above, and `best.pth` (validation-selected):")
     add("")
@@ -507,9 +628,11 @@ def main(argv=None) -> int:
             continue
         print(f"scoring {run_dir} on the test split", flush=True)
         save = ablation == "full" and seed == args.seeds[0]
+        test = score_run(run_dir, args.data, save, "latest")
         runs[(ablation, seed)] = {
             "train": run_summary(state),
-            "test": score_run(run_dir, args.data, save, "latest")["methods"][run_dir.name],
+            "test": test["methods"][run_dir.name],
+            "test_images": test["images"],
             "test_best": score_run(run_dir, args.data, False, "best")["methods"][run_dir.name]}
     if not runs:
         print("error: no finished run to report", file=sys.stderr)
@@ -522,14 +645,24 @@ def main(argv=None) -> int:
     full_dir = ROOT / args.experiments / run_name("full", args.seeds[0]) / "test_predictions_latest"
     grid_ids = comparison_grid(args, base["filters"], full_dir, grid_path) if full_dir.is_dir() else []
     agg = aggregate(runs)
+    test_only = {k for k, v in _read_json(Path(args.data) / "dataset.json")["textures"].items() if v == "test-only"}
+    groups = group_table(runs, base, test_only)
+    if ("full", args.seeds[0]) in runs:  # does the full model fit its own training images?
+        print("scoring the full model on the training split", flush=True)
+        fit_run = run_name("full", args.seeds[0])
+        fit = score_run(ROOT / args.experiments / fit_run, args.data, False, "latest", split="train")
+        groups["full, training split"] = by_group(fit["images"], fit_run, test_only)
+        groups["input, training split"] = by_group(fit["images"], evaluation.INPUT_ROW, test_only)
     verdict = beats_all(agg["full"], base) if "full" in agg else (False, ["no full-model run"])
     env = environment()
-    text = write_report(args, to_dict(cfg), runs, agg, base, seg, grid_ids, grid_path, verdict, env, failed)
+    text = write_report(args, to_dict(cfg), runs, agg, base, seg, grid_ids, grid_path, verdict, env, failed,
+                        groups)
     write_text(out / "RESULTS.md", text)
     _write_json(out / "results.json", {
         "environment": env, "config": args.config, "seeds": args.seeds,
         "ablations": {a: {k: list(v) if isinstance(v, tuple) else v for k, v in e.items()} for a, e in agg.items()},
-        "runs": {run_name(a, s): r for (a, s), r in runs.items()},
+        "runs": {run_name(a, s): {k: v for k, v in r.items() if k != "test_images"} for (a, s), r in runs.items()},
+        "by_image_group": groups,
         "baselines": {"input": base["methods"]["input"], **{n: {"params": f["params"], **f["metrics"],
                                                                  "seconds_per_image": f["seconds_per_image"]}
                                                              for n, f in base["filters"].items()}},

@@ -31,6 +31,19 @@ def test_mean_std_and_verdict():
     assert not ok and losses == ["l0 ssim_standard (0.5000 >= 0.5000)"]
 
 
+def test_image_groups():
+    assert make_report.image_group("photo0003__grass20", {"grass20"}) == ["photo", "test-only textures"]
+    assert make_report.image_group("scene0012__dots01", {"grass20"}) == ["scene", "seen textures"]
+    assert make_report.image_group("0001", {"grass20"}) == []
+    rows = [{"name": "scene1__a", "method": "m", "psnr_paper": 20.0, "ssim_paper": 0.5},
+            {"name": "scene2__b", "method": "m", "psnr_paper": 30.0, "ssim_paper": 0.7},
+            {"name": "photo1__b", "method": "m", "psnr_paper": 10.0, "ssim_paper": 0.1},
+            {"name": "photo1__b", "method": "other", "psnr_paper": 99.0, "ssim_paper": 0.9}]
+    groups = make_report.by_group(rows, "m", {"b"})
+    assert groups["scene"] == {"n": 2, "psnr_paper": 25.0, "ssim_paper": pytest.approx(0.6)}
+    assert groups["photo"]["n"] == 1 and groups["test-only textures"]["psnr_paper"] == 20.0
+
+
 def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
@@ -63,6 +76,23 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert set(result["baselines"]) == {"input", "l0", "fgs"}
     assert ("beats every classical smoother" in text) == result["full_beats_all_classical"]
     assert "![comparison grid](results_grid.png)" in text and "What differs from the paper" in text
+    # Per-group means: each image is in one kind and one texture group, and the n-weighted group
+    # means give back the overall means (for the ablations, of the seed means).
+    groups = result["by_image_group"]
+    assert {"input", "L0", "FGS", "baseline", "full", "full, training split"} <= set(groups)
+    overall = {"input": result["baselines"]["input"]["psnr_paper"]["mean"],
+               "FGS": result["baselines"]["fgs"]["psnr_paper"]["mean"],
+               "full": result["ablations"]["full"]["psnr_paper"][0]}
+    for label, want in overall.items():
+        cells = groups[label]
+        kinds = [g for g in cells if "textures" not in g]
+        textures = [g for g in cells if "textures" in g]
+        assert kinds and textures
+        for part in (kinds, textures):
+            assert sum(cells[g]["n"] for g in part) == result["baselines"]["input"]["n"]
+            weighted = sum(cells[g]["n"] * cells[g]["psnr_paper"] for g in part) / result["baselines"]["input"]["n"]
+            assert weighted == pytest.approx(want)
+    assert "### By kind of test image" in text
     grid = read_image(out / "results_grid.png")
     # title bar + 2 rows; input, the 2 classical smoothers, ours, GT = 5 columns of 200 + 2 * 2 px
     assert grid.shape == (22 + 2 * 204, 5 * 204, 3)

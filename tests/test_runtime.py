@@ -36,3 +36,29 @@ def test_large_blocks_are_reused_instead_of_faulted_in_again(repo_root):
 
 def test_reuse_is_idempotent():
     assert reuse_large_allocations() is reuse_large_allocations()
+
+
+def test_parallel_map_after_torch_and_opencv_have_run(repo_root, tmp_path):
+    """Worker processes start cleanly in a process whose torch and OpenCV thread pools are running
+    (forked workers inherited their locks and hung: make_report.py stalled this way)."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(repo_root)!r})
+        import cv2, numpy as np, torch
+        from csgis.runtime import parallel_map
+
+        def square(x):  # uses OpenCV's and torch's thread pools in the worker too
+            cv2.GaussianBlur(np.zeros((256, 256), np.float32), (9, 9), 2)
+            torch.nn.functional.conv2d(torch.ones(1, 8, 64, 64), torch.ones(8, 8, 3, 3))
+            return x * x
+
+        if __name__ == "__main__":
+            torch.ones(256, 256) @ torch.ones(256, 256)
+            torch.nn.functional.conv2d(torch.ones(2, 32, 128, 128), torch.ones(32, 32, 3, 3))
+            cv2.GaussianBlur(np.zeros((512, 512), np.float32), (9, 9), 2)
+            print(parallel_map(square, list(range(6)), workers=2, progress=False))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 1, 4, 9, 16, 25]"

@@ -215,17 +215,3 @@ def write_structure(root: str | os.PathLike, rows: list[dict], make) -> bool:
     if not (root / first["gt"]).is_file():
         write_image(root / first["gt"], gt)
     return True
-
-
-
-def run_jobs(function, jobs: list, workers: int, desc: str) -> list:
-    """[function(job) for job in jobs] in order, over `workers` processes (<=1: in this process), with a tqdm bar."""
-    from tqdm import tqdm
-
-    if workers <= 1 or len(jobs) <= 1:
-        return [function(job) for job in tqdm(jobs, desc=desc, unit="img", dynamic_ncols=True)]
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(function, jobs, chunksize=1), total=len(jobs), desc=desc,
-                         unit="img", dynamic_ncols=True))
