@@ -181,15 +181,7 @@ def baselines(args) -> dict:
     cache = ROOT / args.experiments / "baselines.json"
     if cache.is_file():
         cached = _read_json(cache)
-        if sorted(cached["filters"]) == sorted(wanted) and cached["data"] == str(args.data):
-            if "images" not in cached:  # written before per-image rows were kept: rescore test only
-                samples = evaluation.load_split(args.data, "test")
-                rows, _ = evaluation.score_inputs(samples, args.workers, progress=False)
-                for name, f in cached["filters"].items():
-                    rows += evaluation.run_filter(name, f["params"], samples, args.workers, True,
-                                                  f"{name} test (per image)")[0]
-                cached["images"] = _slim(rows)
-                _write_json(cache, cached)
+        if sorted(cached["filters"]) == sorted(wanted) and cached["data"] == str(args.data) and "images" in cached:
             return cached
     report = evaluation.run_baselines(args.data, "test", "val", filters=wanted, workers=args.workers,
                                       progress=True)
