@@ -310,8 +310,8 @@ def beats_all(full: dict, base: dict) -> tuple[bool, list[str]]:
     return not losses, losses
 
 
-def _ps(cell: dict) -> str:
-    return f"{cell['psnr_paper']:.2f} dB / {cell['ssim_paper']:.4f}"
+def _ps(cell: dict, unit: str = " dB") -> str:
+    return f"{cell['psnr_paper']:.2f}{unit} / {cell['ssim_paper']:.4f}"
 
 
 def why_groups(groups: dict, base: dict) -> list[str]:
@@ -491,8 +491,7 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             if "training split" in label:
                 continue
             title = f"CSGIS-Net {ABLATIONS[label][0]}" if label in ABLATIONS else label
-            add(f"| {title} | " + " | ".join(f"{cells[g]['psnr_paper']:.2f} / {cells[g]['ssim_paper']:.4f}"
-                                            if g in cells else "" for g in order) + " |")
+            add(f"| {title} | " + " | ".join(_ps(cells[g], "") if g in cells else "" for g in order) + " |")
         fit = groups.get("full, training split")
         if fit:
             kinds = [g for g in order if g in fit and "textures" not in g]
@@ -504,7 +503,7 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             add("| | " + " | ".join(f"{g} (n={fit[g]['n']})" for g in kinds) + " |")
             add("|---|" + "---|" * len(kinds))
             for label in ("input, training split", "full, training split"):
-                add(f"| {label.split(',')[0]} | " + " | ".join(_ps(groups[label][g]).replace(' dB', '')
+                add(f"| {label.split(',')[0]} | " + " | ".join(_ps(groups[label][g], "")
                                                             for g in kinds) + " |")
         add("")
     add("Per run (test split): the final weights, as in the table above, and `best.pth` (validation-selected):")

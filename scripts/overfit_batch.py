@@ -73,11 +73,13 @@ def overfit(model, x, y, steps: int, lr: float, every: int, log=print) -> list[l
     """Train model on (x, y) with L1(coarse) + L1(prediction) -> [[step, loss, psnr], ...]."""
     import torch
 
+    from csgis.losses import l1_loss
+
     optimizer = torch.optim.Adam(model.parameters(), lr)
     curve = []
     for step in range(1, steps + 1):
         out = model(x)
-        loss = (out.prediction - y).abs().mean() + (out.coarse - y).abs().mean()
+        loss = l1_loss(out.prediction, y) + l1_loss(out.coarse, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
