@@ -111,7 +111,7 @@ class Config:
     seed: int = 0                  # seeds python, numpy, torch and the data loader
     deterministic: bool = False    # deterministic algorithms (bit-exact resume on CPU)
     device: str = "auto"           # auto | cpu | cuda | cuda:N
-    amp: str = "off"               # off | bf16 | fp16 (CUDA only)
+    amp: str = "off"               # off | bf16 (CUDA or CPU) | fp16 (CUDA only)
     channels_last: bool = False
     sync_bn: bool = False          # SyncBatchNorm under DDP
     compile: bool = False          # torch.compile the smoother

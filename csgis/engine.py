@@ -136,8 +136,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """'off' | 'bf16' | 'fp16' -> autocast dtype, None when off or not on CUDA."""
-    if amp == "off" or device.type != "cuda":
+    """'off' | 'bf16' | 'fp16' -> autocast dtype of the network's forward pass, or None (float32).
+
+    bf16 runs on CUDA and on CPU (docs/BENCHMARKS.md: 1.45x a float32 training step on a CPU
+    with AVX-512 BF16); fp16 needs CUDA (its GradScaler and kernels), elsewhere None.
+    """
+    if amp == "off" or (amp == "fp16" and device.type != "cuda") or device.type not in ("cuda", "cpu"):
         return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
@@ -621,7 +625,7 @@ def _run(cfg: Config, paths: RunPaths, state_path: Path | None, info: ddp.DistIn
                           f"train.batch_size={cfg.train.batch_size} over {info.world_size} process(es) is too small")
     autocast_dtype = amp_dtype(cfg.amp, device)
     if cfg.amp != "off" and autocast_dtype is None:
-        logger.warning(f"amp={cfg.amp} needs CUDA; running in float32 on {device}")
+        logger.warning(f"amp={cfg.amp} is not available on {device} (fp16 needs CUDA); running in float32")
     channels_last = cfg.channels_last and device.type == "cuda"
     logger.info(f"run {paths.root} | task {cfg.task} | device {device} | world {info.world_size} | "
                 f"global batch {cfg.train.batch_size} | amp {cfg.amp if autocast_dtype else 'off'}")

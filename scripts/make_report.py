@@ -7,14 +7,18 @@ Steps (each one resumes: finished work is read back from its files, interrupted 
   1. the demo dataset (data/demo; built by dataset_utils/make_demo_data.py when missing);
   2. the four ablations of configs/demo.yaml (baseline, +contrastive, +semantic, full: SPEC 3) for
      every seed, one `python train.py --config configs/demo.yaml --resume ...` run each, in
-     <experiments>/<ablation>_s<seed>; same steps, data and width for all of them;
+     <experiments>/<ablation>_s<seed>; same steps, data and width for all of them; for the first
+     seed also the full model with train-mode BatchNorm and with 2x and 4x the steps (epochs and
+     LR milestones of the config scaled);
   3. every run's final weights (models/latest.pth after the whole budget) smoothed over the test
      split and scored in both metric conventions (<run>/test_metrics_latest.json); its best.pth
      (chosen by validation SSIM during training) is scored too, for reference;
   4. the classical smoothers of scripts/baselines.py, parameters chosen on the validation split
      (<experiments>/baselines.json);
   5. per-image scores grouped by kind of image (photo / scene) and by seen vs test-only texture,
-     and the full model (first seed) on its own training split (<run>/train_metrics_latest.json);
+     and the full model (first seed; 1x, 2x, 4x) on its own training split
+     (<run>/train_metrics_latest.json); the full model's test scores against training length,
+     with the 4x run's periodic checkpoints at 1x, 2x, 3x (<run>/test_metrics_epoch_NNNN.json);
   6. the segmenter of the demo config: mIoU on the test split's shape labels;
   7. a comparison grid (input, classical smoothers, ours, GT) -> <out>/results_grid.png;
   8. <out>/RESULTS.md and <out>/results.json.
@@ -47,10 +51,13 @@ ABLATIONS = {
     "full": ("full (+ contrastive + semantic)", []),
     # The paper's train-mode BatchNorm at the demo budget (first seed only): why demo.yaml freezes BN.
     "full_trainbn": ("full, train-mode BatchNorm (paper)", ["train.freeze_bn=false"]),
-    # Twice the budget (first seed only): how much of the gap to the classical smoothers is training time.
-    "full_2x": ("full, 2x the steps (epochs and LR milestones doubled)", ["train.epochs=80", "train.milestones=[56,72]"]),
+    # Two and four times the budget (first seed only; epochs and LR milestones of the config scaled,
+    # see STEP_SCALE): how much of the gap to the classical smoothers is training time.
+    "full_2x": ("full, 2x the steps (epochs and LR milestones doubled)", []),
+    "full_4x": ("full, 4x the steps (epochs and LR milestones x4)", []),
 }
-FIRST_SEED_ONLY = {"full_trainbn", "full_2x"}
+STEP_SCALE = {"full_2x": 2, "full_4x": 4}
+FIRST_SEED_ONLY = {"full_trainbn", "full_2x", "full_4x"}
 METRICS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 GRID_FILTERS = ("l0", "rtv", "bf", "fgs")
 
@@ -98,9 +105,13 @@ def run_name(ablation: str, seed: int) -> str:
     return f"{ablation}_s{seed}"
 
 
-def run_overrides(ablation: str, seed: int, experiments: str) -> list[str]:
+def run_overrides(ablation: str, seed: int, experiments: str, train_cfg) -> list[str]:
+    """train.py overrides of one run on top of the report's config (train_cfg: its train section)."""
+    scale = STEP_SCALE.get(ablation, 1)
+    longer = [] if scale == 1 else [f"train.epochs={train_cfg.epochs * scale}",
+                                    f"train.milestones={[m * scale for m in train_cfg.milestones]}"]
     return [f"name={run_name(ablation, seed)}", f"seed={seed}", f"experiments_dir={experiments}",
-            *ABLATIONS[ablation][1]]
+            *ABLATIONS[ablation][1], *longer]
 
 
 def run_state(run_dir: Path) -> dict | None:
@@ -118,7 +129,7 @@ def planned_runs(args) -> list[tuple[str, int]]:
     return [(a, s) for s in args.seeds for a in args.ablations if s == args.seeds[0] or a not in FIRST_SEED_ONLY]
 
 
-def train_runs(args) -> list[str]:
+def train_runs(args, train_cfg) -> list[str]:
     failed = []
     # The full model first: it is the one that ships.
     for ablation, seed in sorted(planned_runs(args), key=lambda r: (args.seeds.index(r[1]), r[0] != "full")):
@@ -126,7 +137,7 @@ def train_runs(args) -> list[str]:
         if finished(run_state(run_dir)):
             continue
         cmd = [_python(), "train.py", "--config", args.config, "--resume",
-               *run_overrides(ablation, seed, args.experiments)]
+               *run_overrides(ablation, seed, args.experiments, train_cfg)]
         if _run(cmd) != 0:
             failed.append(run_name(ablation, seed))
     return failed
@@ -226,6 +237,46 @@ def group_table(runs: dict, base: dict, test_only: set[str]) -> dict:
                                       for k in ("psnr_paper", "ssim_paper")}}
                                for g in per_seed[0]}
     return table
+
+
+LONGER_RUNS = ("full", "full_2x", "full_4x")  # same config, 1x / 2x / 4x the steps
+
+
+def lr_after(train_cfg: dict, epoch: int) -> float:
+    """The MultiStepLR learning rate in force after `epoch` epochs."""
+    return train_cfg["lr"] * train_cfg["gamma"] ** sum(1 for m in train_cfg["milestones"] if m <= epoch)
+
+
+def budget_curve(args, runs: dict) -> list[dict]:
+    """Test scores of the full model (first seed) against training length: the end of each of the 1x /
+    2x / 4x runs, and inside the longest one its periodic checkpoints at whole multiples of the 1x
+    budget (models/epoch_NNNN.pth, scored and cached like the final weights)."""
+    seed = args.seeds[0]
+    present = [a for a in LONGER_RUNS if (a, seed) in runs]
+    if len(present) < 2:
+        return []
+    rows = []
+    base_epochs = runs[(present[0], seed)]["train"]["epochs"]
+    longest = present[-1]
+    run_dir = ROOT / args.experiments / run_name(longest, seed)
+    state = run_state(run_dir)
+    train_cfg = state["config"]["train"]
+    per_epoch = runs[(longest, seed)]["train"]["steps"] // runs[(longest, seed)]["train"]["epochs"]
+    for epoch in range(base_epochs, runs[(longest, seed)]["train"]["epochs"], base_epochs):
+        weights = run_dir / "models" / f"epoch_{epoch:04d}.pth"
+        if not weights.is_file():
+            continue
+        m = score_run(run_dir, args.data, False, weights.stem)["methods"][run_dir.name]
+        rows.append({"run": longest, "checkpoint": weights.stem, "steps": epoch * per_epoch,
+                     "lr": lr_after(train_cfg, epoch), "final": False,
+                     **{k: m[k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
+    for ablation in present:
+        r = runs[(ablation, seed)]
+        cfg_train = run_state(ROOT / args.experiments / run_name(ablation, seed))["config"]["train"]
+        rows.append({"run": ablation, "checkpoint": "latest", "steps": r["train"]["steps"],
+                     "lr": lr_after(cfg_train, r["train"]["epochs"]), "final": True,
+                     **{k: r["test"][k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
+    return sorted(rows, key=lambda row: (row["steps"], row["final"]))
 
 
 def segmenter_miou(config, data: str) -> dict:
@@ -336,13 +387,15 @@ def why_groups(groups: dict, base: dict) -> list[str]:
     return text
 
 
-def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: dict) -> str:
-    """What the data of this report says about a shortfall: image kind, fit, BN mode, training length."""
+def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: dict, curve: list[dict]) -> str:
+    """What the data of this report says about a shortfall: image kind, fit, loss terms, BN mode,
+    training length."""
     full = agg["full"]
     parts = []
     best_psnr = max(base["filters"].items(), key=lambda kv: kv[1]["metrics"]["psnr_paper"]["mean"])
+    target = best_psnr[1]["metrics"]["psnr_paper"]["mean"]
     parts.append(f"Why, as far as this report can tell: the strongest classical smoother here is "
-                 f"{best_psnr[0].upper()} ({best_psnr[1]['metrics']['psnr_paper']['mean']:.2f} dB, paper "
+                 f"{best_psnr[0].upper()} ({target:.2f} dB, paper "
                  f"convention) against {full['psnr_paper'][0]:.2f} dB for the full model.")
     parts += why_groups(groups, base)
     if {"baseline", "semantic", "contrastive"} <= set(agg):
@@ -356,31 +409,36 @@ def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: 
         parts.append(f"With the paper's train-mode BatchNorm the same budget gives "
                      f"{agg['full_trainbn']['psnr_paper'][0]:.2f} dB / {agg['full_trainbn']['ssim_paper'][0]:.4f}, "
                      f"against {full['psnr_paper'][0]:.2f} dB / {full['ssim_paper'][0]:.4f} with it frozen.")
-    if "full_2x" in agg:
-        longer = agg["full_2x"]
-        parts.append(f"With twice the steps ({longer['steps']}) the full model scores "
-                     f"{longer['psnr_paper'][0]:.2f} dB / {longer['ssim_paper'][0]:.4f} "
-                     f"({longer['psnr_paper'][0] - full['psnr_paper'][0]:+.2f} dB, "
-                     f"{longer['ssim_paper'][0] - full['ssim_paper'][0]:+.4f} SSIM).")
-    curve = runs[("full", args.seeds[0])]["train"]["val_curve"]
-    if len(curve) >= 2:
-        (s0, p0, _), (s1, p1, _) = curve[len(curve) // 2], curve[-1]
-        parts.append(f"The full model's validation PSNR still rose by {p1 - p0:+.2f} dB between steps {s0} and "
-                     f"{s1}, but the runs are short: {full['steps']} steps of batch "
-                     f"{cfg_dict['train']['batch_size']} at {cfg_dict['data']['patch_size']} px "
-                     f"(~{full['train_seconds'][0] / 60:.0f} min on this CPU), where the paper trains for 150 "
-                     f"epochs of VOC-smooth at 128 px, tens of thousands of steps. More of the same training is "
-                     f"not enough on its own when doubling it moves the test score this little. The other "
-                     f"candidates remain: the narrow network (width {cfg_dict['model']['width']}, "
-                     f"{cfg_dict['model']['descriptor_blocks']} descriptor blocks) and the weak teachers "
-                     f"(random VGG16, a segmenter at the mIoU below). This report cannot separate them; a GPU "
-                     f"run of the paper-width model is the next test.")
+    finals = [r for r in curve if r["final"]]
+    if len(finals) >= 2:
+        per_doubling = [(b["psnr_paper"] - a["psnr_paper"]) / math.log2(b["steps"] / a["steps"])
+                        for a, b in zip(finals, finals[1:])]
+        last = finals[-1]
+        seconds = runs[(last["run"], args.seeds[0])]["train"]["train_seconds"]
+        parts.append(f"Training longer helps: with the whole schedule scaled, the full model (seed "
+                     f"{args.seeds[0]}) scores " + ", ".join(f"{r['psnr_paper']:.2f} dB / {r['ssim_paper']:.4f} "
+                                                            f"after {r['steps']} steps" for r in finals) +
+                     " (" + ", then ".join(f"{g:+.2f} dB" for g in per_doubling) + " per doubling of the "
+                     "steps; training-length table below).")
+        rates = sorted({round(g, 6) for g in (per_doubling[-1], sum(per_doubling) / len(per_doubling)) if g > 0})
+        if rates and target > last["psnr_paper"]:
+            more = [2 ** ((target - last["psnr_paper"]) / g) for g in rates]
+            parts.append(f"Extrapolated log-linearly (for scale only; at {' or '.join(f'{g:+.2f}' for g in rates)} "
+                         f"dB per doubling), reaching {best_psnr[0].upper()}'s {target:.2f} dB would take about "
+                         f"{' to '.join(f'{m:.3g}' for m in sorted(more))} times the {last['steps']} steps of the "
+                         f"longest run, {' to '.join(f'{m * seconds / 3600:.3g}' for m in sorted(more))} hours of "
+                         f"this CPU for the full model alone, and each ablation would need the same budget.")
+    parts.append(f"The runs here are short: {full['steps']} steps of batch {cfg_dict['train']['batch_size']} "
+                 f"at {cfg_dict['data']['patch_size']} px (~{full['train_seconds'][0] / 60:.0f} min on this "
+                 f"CPU), a narrow network (width {cfg_dict['model']['width']}, "
+                 f"{cfg_dict['model']['descriptor_blocks']} descriptor blocks) and weak teachers (random "
+                 f"VGG16, a segmenter at the mIoU below).")
     return " ".join(parts)
 
 
 def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: dict, grid_ids: list[str],
                  grid_path: Path, verdict: tuple[bool, list[str]], env: dict, failed: list[str],
-                 groups: dict) -> str:
+                 groups: dict, curve: list[dict]) -> str:
     n_seeds = len(args.seeds)
     model = cfg_dict["model"]
     train = cfg_dict["train"]
@@ -473,7 +531,7 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
         else:
             add("**The full model does not beat every classical smoother**: " + "; ".join(losses) + ".")
             add("")
-            add(why_behind(args, agg, runs, base, cfg_dict, groups))
+            add(why_behind(args, agg, runs, base, cfg_dict, groups, curve))
         add("")
     order = [g for g in groups.get("input", {}) if "textures" not in g] + \
         [g for g in ("seen textures", "test-only textures") if g in groups.get("input", {})]
@@ -502,9 +560,27 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             add("")
             add("| | " + " | ".join(f"{g} (n={fit[g]['n']})" for g in kinds) + " |")
             add("|---|" + "---|" * len(kinds))
-            for label in ("input, training split", "full, training split"):
-                add(f"| {label.split(',')[0]} | " + " | ".join(_ps(groups[label][g], "")
-                                                            for g in kinds) + " |")
+            for label in ["input, training split"] + [f"{a}, training split" for a in LONGER_RUNS]:
+                if label in groups:
+                    name = label.split(",")[0]
+                    add(f"| {ABLATIONS[name][0] if name in ABLATIONS else name} | " + " | ".join(
+                        _ps(groups[label][g], "") for g in kinds) + " |")
+        add("")
+    if curve:
+        add("### Training length")
+        add("")
+        add(f"The full model, seed {args.seeds[0]}, on the test split (paper convention) against the number "
+            f"of training steps. *end of run*: the final weights of a run whose epochs and LR milestones are "
+            f"scaled together (1x, 2x, 4x); *inside*: a periodic checkpoint of the longest run, taken before "
+            f"its learning rate has decayed.")
+        add("")
+        add("| steps | weights | LR at that step | PSNR | SSIM |")
+        add("|---|---|---|---|---|")
+        for row in curve:
+            where = (f"end of run `{run_name(row['run'], args.seeds[0])}`" if row["final"]
+                     else f"inside `{run_name(row['run'], args.seeds[0])}` ({row['checkpoint']})")
+            add(f"| {row['steps']} | {where} | {row['lr']:.2g} | {row['psnr_paper']:.2f} | "
+                f"{row['ssim_paper']:.4f} |")
         add("")
     add("Per run (test split): the final weights, as in the table above, and `best.pth` (validation-selected):")
     add("")
@@ -526,12 +602,15 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
     add(f"Validation scores during training (paper convention, {data['val_crop']} px centre crops of the "
         f"validation split, so lower than full-image test scores), from each run's training state:")
     add("")
-    curves = {name: r["train"]["val_curve"] for name, r in sorted(
-        runs.items(), key=lambda kv: (list(ABLATIONS).index(kv[0][0]), kv[0][1]))}
-    steps_axis = sorted({p[0] for c in curves.values() for p in c})
-    while len(steps_axis) > 12:  # keep the table readable: every other validation
-        steps_axis = steps_axis[1::2]
-    if steps_axis:
+    ordered = sorted(runs.items(), key=lambda kv: (list(ABLATIONS).index(kv[0][0]), kv[0][1]))
+    # One table per training length, so the short runs keep every validation point.
+    for length in sorted({r["train"]["steps"] for _, r in ordered}):
+        curves = {key: r["train"]["val_curve"] for key, r in ordered if r["train"]["steps"] == length}
+        steps_axis = sorted({p[0] for c in curves.values() for p in c})
+        while len(steps_axis) > 12:  # keep the table readable: every other validation
+            steps_axis = steps_axis[1::2]
+        if not steps_axis:
+            continue
         add("| run | " + " | ".join(f"step {st}" for st in steps_axis) + " |")
         add("|---|" + "---|" * len(steps_axis))
         for (ablation, seed), curve in curves.items():
@@ -539,7 +618,7 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             add(f"| {ablation} s{seed} | " + " | ".join(
                 f"{at[st][1]:.2f} / {at[st][2]:.3f}" if st in at else "" for st in steps_axis) + " |")
         add("")
-        add("Each cell: PSNR (dB) / SSIM.")
+    add("Each cell: PSNR (dB) / SSIM.")
     add("")
     add("## Segmentation branch")
     add("")
@@ -607,7 +686,7 @@ def main(argv=None) -> int:
         if _run([_python(), "dataset_utils/make_demo_data.py", "--out", args.data]) != 0:
             print(f"error: could not build the demo dataset in {args.data}", file=sys.stderr)
             return 1
-    failed = [] if args.no_train else train_runs(args)
+    failed = [] if args.no_train else train_runs(args, cfg.train)
 
     runs = {}
     for ablation, seed in planned_runs(args):
@@ -638,22 +717,26 @@ def main(argv=None) -> int:
     agg = aggregate(runs)
     test_only = {k for k, v in _read_json(Path(args.data) / "dataset.json")["textures"].items() if v == "test-only"}
     groups = group_table(runs, base, test_only)
-    if ("full", args.seeds[0]) in runs:  # does the full model fit its own training images?
-        print("scoring the full model on the training split", flush=True)
-        fit_run = run_name("full", args.seeds[0])
+    for ablation in LONGER_RUNS:  # does the full model fit its own training images?
+        if (ablation, args.seeds[0]) not in runs:
+            continue
+        print(f"scoring {ablation} on the training split", flush=True)
+        fit_run = run_name(ablation, args.seeds[0])
         fit = score_run(ROOT / args.experiments / fit_run, args.data, False, "latest", split="train")
-        groups["full, training split"] = by_group(fit["images"], fit_run, test_only)
-        groups["input, training split"] = by_group(fit["images"], evaluation.INPUT_ROW, test_only)
+        groups[f"{ablation}, training split"] = by_group(fit["images"], fit_run, test_only)
+        groups.setdefault("input, training split", by_group(fit["images"], evaluation.INPUT_ROW, test_only))
+    print("scoring the full model against training length", flush=True)
+    curve = budget_curve(args, runs)
     verdict = beats_all(agg["full"], base) if "full" in agg else (False, ["no full-model run"])
     env = environment()
     text = write_report(args, to_dict(cfg), runs, agg, base, seg, grid_ids, grid_path, verdict, env, failed,
-                        groups)
+                        groups, curve)
     write_text(out / "RESULTS.md", text)
     _write_json(out / "results.json", {
         "environment": env, "config": args.config, "seeds": args.seeds,
         "ablations": {a: {k: list(v) if isinstance(v, tuple) else v for k, v in e.items()} for a, e in agg.items()},
         "runs": {run_name(a, s): {k: v for k, v in r.items() if k != "test_images"} for (a, s), r in runs.items()},
-        "by_image_group": groups,
+        "by_image_group": groups, "training_length": curve,
         "baselines": {"input": base["methods"]["input"], **{n: {"params": f["params"], **f["metrics"],
                                                                  "seconds_per_image": f["seconds_per_image"]}
                                                              for n, f in base["filters"].items()}},

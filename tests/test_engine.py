@@ -345,3 +345,35 @@ def test_freeze_bn_keeps_running_statistics_and_trains_the_affine_parameters(dem
     p_model.train()
     assert engine.freeze_batchnorm(p_model) == len(batchnorms(p_model))
     assert p_model.training and not any(bn.training for bn in batchnorms(p_model))
+
+
+def test_amp_bf16_runs_the_forward_in_bfloat16_on_cpu_and_keeps_float32_weights(demo_root, tmp_path):
+    """amp=bf16 is honoured on CPU (autocast forward, float32 loss and weights); fp16 stays CUDA-only."""
+    cpu = torch.device("cpu")
+    assert engine.amp_dtype("bf16", cpu) is torch.bfloat16
+    assert engine.amp_dtype("fp16", cpu) is None and engine.amp_dtype("off", cpu) is None
+    assert engine.amp_dtype("fp16", torch.device("cuda")) is torch.float16
+
+    from csgis.models.smoother import Smoother
+    torch.manual_seed(0)
+    model = Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1)
+    seen = []
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+
+    def criterion(out, batch):
+        assert out.prediction.dtype == torch.float32  # outputs are cast back before the loss
+        loss = (out.prediction - batch["gt"]).abs().mean()
+        return loss, {"l1": loss.detach()}
+
+    parts = engine.train_step(model, {"input": x, "gt": gt}, criterion, optimizer, autocast_dtype=torch.bfloat16)
+    assert seen == [torch.bfloat16] and torch.isfinite(torch.tensor(parts["l1"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+    result = engine.train(tiny_config(demo_root, tmp_path, "bf16", amp="bf16", train={"epochs": 1}))
+    assert result["global_step"] == 8
+    assert "amp bf16" in (tmp_path / "bf16" / "train.log").read_text()

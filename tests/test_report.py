@@ -51,19 +51,27 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
         "model": {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1},
         "loss": {"vgg_weights": "random", "segmentation": 0.0},
         "data": {"root": str(demo_root), "patch_size": 32, "num_workers": 0, "val_crop": 32},
-        "train": {"epochs": 1, "batch_size": 2, "max_iters_per_epoch": 2, "val_every": 1, "milestones": [5],
-                  "freeze_bn": True},
+        "train": {"epochs": 1, "batch_size": 2, "max_iters_per_epoch": 2, "val_every": 1, "milestones": [1],
+                  "gamma": 0.5, "save_every": 1, "freeze_bn": True},
     }))
     exp, out = tmp_path / "exp", tmp_path / "docs"
     argv = ["--config", str(config), "--data", str(demo_root), "--seeds", "0", "1",
-            "--ablations", "baseline", "full", "--experiments", str(exp), "--out", str(out),
+            "--ablations", "baseline", "full", "full_2x", "--experiments", str(exp), "--out", str(out),
             "--workers", "1", "--grid-rows", "2", "--filters", "l0,fgs"]
     code = make_report.main(argv)
     result = json.loads((out / "results.json").read_text())
     assert code == (0 if result["full_beats_all_classical"] else 1)
-    assert set(result["runs"]) == {"baseline_s0", "full_s0", "baseline_s1", "full_s1"}
-    for run in result["runs"].values():
-        assert run["train"]["steps"] == 2 and run["train"]["train_seconds"] > 0
+    # full_2x: first seed only, the config's epochs and LR milestones doubled.
+    assert set(result["runs"]) == {"baseline_s0", "full_s0", "baseline_s1", "full_s1", "full_2x_s0"}
+    for name, run in result["runs"].items():
+        assert run["train"]["steps"] == (4 if name == "full_2x_s0" else 2) and run["train"]["train_seconds"] > 0
+    # Training length: full_2x's checkpoint after the 1x budget (before its LR decay at epoch 2), then
+    # the final weights of the 1x and 2x runs, with the learning rate each was left at.
+    curve = [{k: row[k] for k in ("run", "checkpoint", "steps", "lr", "final")} for row in result["training_length"]]
+    assert curve == [{"run": "full_2x", "checkpoint": "epoch_0001", "steps": 2, "lr": 1e-3, "final": False},
+                     {"run": "full", "checkpoint": "latest", "steps": 2, "lr": 5e-4, "final": True},
+                     {"run": "full_2x", "checkpoint": "latest", "steps": 4, "lr": 5e-4, "final": True}]
+    assert result["training_length"][2]["psnr_paper"] == result["runs"]["full_2x_s0"]["test"]["psnr_paper"]["mean"]
     # The table's means are the means over seeds of the per-run test scores.
     for ablation in ("baseline", "full"):
         values = [result["runs"][f"{ablation}_s{s}"]["test"]["psnr_paper"]["mean"] for s in (0, 1)]
@@ -79,7 +87,7 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     # Per-group means: each image is in one kind and one texture group, and the n-weighted group
     # means give back the overall means (for the ablations, of the seed means).
     groups = result["by_image_group"]
-    assert {"input", "L0", "FGS", "baseline", "full", "full, training split"} <= set(groups)
+    assert {"input", "L0", "FGS", "baseline", "full", "full, training split", "full_2x, training split"} <= set(groups)
     overall = {"input": result["baselines"]["input"]["psnr_paper"]["mean"],
                "FGS": result["baselines"]["fgs"]["psnr_paper"]["mean"],
                "full": result["ablations"]["full"]["psnr_paper"][0]}
@@ -92,7 +100,7 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
             assert sum(cells[g]["n"] for g in part) == result["baselines"]["input"]["n"]
             weighted = sum(cells[g]["n"] * cells[g]["psnr_paper"] for g in part) / result["baselines"]["input"]["n"]
             assert weighted == pytest.approx(want)
-    assert "### By kind of test image" in text
+    assert "### By kind of test image" in text and "### Training length" in text
     grid = read_image(out / "results_grid.png")
     # title bar + 2 rows; input, the 2 classical smoothers, ours, GT = 5 columns of 200 + 2 * 2 px
     assert grid.shape == (22 + 2 * 204, 5 * 204, 3)
