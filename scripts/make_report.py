@@ -8,8 +8,8 @@ Steps (each one resumes: finished work is read back from its files, interrupted 
   2. the four ablations of configs/demo.yaml (baseline, +contrastive, +semantic, full: SPEC 3) for
      every seed, one `python train.py --config configs/demo.yaml --resume ...` run each, in
      <experiments>/<ablation>_s<seed>; same steps, data and width for all of them; for the first
-     seed also the full model with train-mode BatchNorm and with 2x and 4x the steps (epochs and
-     LR milestones of the config scaled);
+     seed also the full model with train-mode BatchNorm, with a tenth of the config's semantic
+     weight, and with 2x and 4x the steps (epochs and LR milestones of the config scaled);
   3. every run's final weights (models/latest.pth after the whole budget) smoothed over the test
      split and scored in both metric conventions (<run>/test_metrics_latest.json); its best.pth
      (chosen by validation SSIM during training) is scored too, for reference;
@@ -55,9 +55,11 @@ ABLATIONS = {
     # see STEP_SCALE): how much of the gap to the classical smoothers is training time.
     "full_2x": ("full, 2x the steps (epochs and LR milestones doubled)", []),
     "full_4x": ("full, 4x the steps (epochs and LR milestones x4)", []),
+    # A tenth of the config's semantic weight (first seed only): what the weak demo segmenter costs.
+    "full_lowseg": ("full, λs / 10", []),
 }
 STEP_SCALE = {"full_2x": 2, "full_4x": 4}
-FIRST_SEED_ONLY = {"full_trainbn", "full_2x", "full_4x"}
+FIRST_SEED_ONLY = {"full_trainbn", "full_2x", "full_4x", "full_lowseg"}
 METRICS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 GRID_FILTERS = ("l0", "rtv", "bf", "fgs")
 
@@ -76,6 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grid-rows", type=int, default=5, help="test images in the comparison grid")
     p.add_argument("--no-train", action="store_true",
                    help="do not train: report only the runs that have finished")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="retrain runs whose saved config differs from what the report asks for now "
+                        "(train.py --overwrite: the old run folder is moved to <run>_archived_<time>); "
+                        "without it such runs are left alone and reported as missing")
     args = p.parse_args(argv)
     if not args.seeds:
         p.error("--seeds needs at least one seed")
@@ -105,13 +111,15 @@ def run_name(ablation: str, seed: int) -> str:
     return f"{ablation}_s{seed}"
 
 
-def run_overrides(ablation: str, seed: int, experiments: str, train_cfg) -> list[str]:
-    """train.py overrides of one run on top of the report's config (train_cfg: its train section)."""
+def run_overrides(ablation: str, seed: int, experiments: str, cfg) -> list[str]:
+    """train.py overrides of one run on top of the report's config `cfg`."""
     scale = STEP_SCALE.get(ablation, 1)
-    longer = [] if scale == 1 else [f"train.epochs={train_cfg.epochs * scale}",
-                                    f"train.milestones={[m * scale for m in train_cfg.milestones]}"]
+    derived = [] if scale == 1 else [f"train.epochs={cfg.train.epochs * scale}",
+                                     f"train.milestones={[m * scale for m in cfg.train.milestones]}"]
+    if ablation == "full_lowseg":
+        derived.append(f"loss.segmentation={cfg.loss.segmentation / 10:g}")
     return [f"name={run_name(ablation, seed)}", f"seed={seed}", f"experiments_dir={experiments}",
-            *ABLATIONS[ablation][1], *longer]
+            *ABLATIONS[ablation][1], *derived]
 
 
 def run_state(run_dir: Path) -> dict | None:
@@ -125,19 +133,34 @@ def finished(state: dict | None) -> bool:
     return bool(state) and state["epoch"] >= state["config"]["train"]["epochs"]
 
 
+def stale_keys(state: dict | None, args, ablation: str, seed: int) -> list[str]:
+    """Config keys on which a run's saved config differs from the one the report would train now
+    (the config file edited after the run, e.g. a loss weight): '<key>: <run> -> <now>'."""
+    from csgis.config import flatten, from_dict, load_config
+    if not state:
+        return []
+    want = load_config(args.config, run_overrides(ablation, seed, args.experiments, load_config(args.config)))
+    have, now = flatten(from_dict(state["config"])), flatten(want)
+    return [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in now.items() if have.get(k) != v]
+
+
 def planned_runs(args) -> list[tuple[str, int]]:
     return [(a, s) for s in args.seeds for a in args.ablations if s == args.seeds[0] or a not in FIRST_SEED_ONLY]
 
 
-def train_runs(args, train_cfg) -> list[str]:
+def train_runs(args, cfg) -> list[str]:
     failed = []
     # The full model first: it is the one that ships.
     for ablation, seed in sorted(planned_runs(args), key=lambda r: (args.seeds.index(r[1]), r[0] != "full")):
         run_dir = ROOT / args.experiments / run_name(ablation, seed)
-        if finished(run_state(run_dir)):
+        state = run_state(run_dir)
+        stale = stale_keys(state, args, ablation, seed)
+        if stale and not args.retrain_stale:
+            continue  # reported as stale by main()
+        if finished(state) and not stale:
             continue
-        cmd = [_python(), "train.py", "--config", args.config, "--resume",
-               *run_overrides(ablation, seed, args.experiments, train_cfg)]
+        cmd = [_python(), "train.py", "--config", args.config, "--overwrite" if stale else "--resume",
+               *run_overrides(ablation, seed, args.experiments, cfg)]
         if _run(cmd) != 0:
             failed.append(run_name(ablation, seed))
     return failed
@@ -405,6 +428,14 @@ def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: 
                      f"{-drops[1]:+.2f} dB on +contrastive (λs = {cfg_dict['loss']['segmentation']}, with the demo "
                      f"segmenter of the mIoU below); the contrastive term changes it by "
                      f"{agg['contrastive']['psnr_paper'][0] - agg['baseline']['psnr_paper'][0]:+.2f} dB.")
+    if "full_lowseg" in agg and ("full", args.seeds[0]) in runs:
+        low, same_seed = agg["full_lowseg"], runs[("full", args.seeds[0])]["test"]
+        parts.append(f"With a tenth of that weight (λs = {cfg_dict['loss']['segmentation'] / 10:g}) the full model (seed {args.seeds[0]}) scores "
+                     f"{low['psnr_paper'][0]:.2f} dB / {low['ssim_paper'][0]:.4f}, against "
+                     f"{same_seed['psnr_paper']['mean']:.2f} dB / {same_seed['ssim_paper']['mean']:.4f} at "
+                     f"λs = {cfg_dict['loss']['segmentation']}" +
+                     (": a segmenter this weak pulls the smoother away from the GT rather than towards it."
+                      if low["psnr_paper"][0] > same_seed["psnr_paper"]["mean"] else "."))
     if "full_trainbn" in agg:
         parts.append(f"With the paper's train-mode BatchNorm the same budget gives "
                      f"{agg['full_trainbn']['psnr_paper'][0]:.2f} dB / {agg['full_trainbn']['ssim_paper'][0]:.4f}, "
@@ -595,7 +626,8 @@ def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: d
             f"{_f(r['train']['train_seconds'] / 60, 1)} min |")
     if failed:
         add("")
-        add(f"Runs that failed and are missing above: {', '.join(failed)}.")
+        add(f"Runs missing above (failed, unfinished, or trained with another config than `{args.config}` "
+            f"gives now): {', '.join(failed)}.")
     add("")
     add("## Learning curves")
     add("")
@@ -686,12 +718,20 @@ def main(argv=None) -> int:
         if _run([_python(), "dataset_utils/make_demo_data.py", "--out", args.data]) != 0:
             print(f"error: could not build the demo dataset in {args.data}", file=sys.stderr)
             return 1
-    failed = [] if args.no_train else train_runs(args, cfg.train)
+    failed = [] if args.no_train else train_runs(args, cfg)
 
     runs = {}
     for ablation, seed in planned_runs(args):
         run_dir = ROOT / args.experiments / run_name(ablation, seed)
         state = run_state(run_dir)
+        stale = stale_keys(state, args, ablation, seed)
+        if stale:
+            print(f"error: {run_dir} was trained with another config than {args.config} now gives "
+                  f"({'; '.join(stale)}); it is left out. Rerun with --retrain-stale to retrain it (the old "
+                  f"run is moved aside, not deleted).", file=sys.stderr)
+            if run_name(ablation, seed) not in failed:
+                failed.append(run_name(ablation, seed))
+            continue
         if not finished(state):
             if run_name(ablation, seed) not in failed:
                 failed.append(run_name(ablation, seed))

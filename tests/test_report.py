@@ -112,3 +112,22 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert "$ " not in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["ablations"] == result["ablations"] and again["baselines"] == result["baselines"]
+
+    # The config file edited after the runs (a loss weight of the full model): the finished full_s0
+    # no longer matches, so it is reported as missing, never mixed in silently...
+    edited = yaml.safe_load(config.read_text())
+    edited["loss"]["contrastive"] = 0.5  # baseline pins it to 0, so only full is affected
+    config.write_text(yaml.safe_dump(edited))
+    short = ["--config", str(config), "--data", str(demo_root), "--seeds", "0", "--ablations", "baseline", "full",
+             "--experiments", str(exp), "--out", str(out), "--workers", "1", "--grid-rows", "2", "--filters", "l0,fgs"]
+    assert make_report.main(short + ["--no-train"]) == 1
+    err = capsys.readouterr().err
+    assert "full_s0 was trained with another config" in err and "loss.contrastive: 1.0 -> 0.5" in err
+    stale = json.loads((out / "results.json").read_text())
+    assert stale["failed"] == ["full_s0"] and set(stale["runs"]) == {"baseline_s0"}
+    # ... and --retrain-stale retrains it after moving the old run aside.
+    make_report.main(short + ["--retrain-stale"])
+    retrained = json.loads((out / "results.json").read_text())
+    assert retrained["failed"] == [] and set(retrained["runs"]) == {"baseline_s0", "full_s0"}
+    assert yaml.safe_load((exp / "full_s0" / "config.yaml").read_text())["loss"]["contrastive"] == 0.5
+    assert [p.name.startswith("full_s0_archived_") for p in exp.iterdir()].count(True) == 1
