@@ -133,13 +133,13 @@ def finished(state: dict | None) -> bool:
     return bool(state) and state["epoch"] >= state["config"]["train"]["epochs"]
 
 
-def stale_keys(state: dict | None, args, ablation: str, seed: int) -> list[str]:
+def stale_keys(state: dict | None, args, ablation: str, seed: int, cfg) -> list[str]:
     """Config keys on which a run's saved config differs from the one the report would train now
-    (the config file edited after the run, e.g. a loss weight): '<key>: <run> -> <now>'."""
+    from `cfg` (the config file edited after the run, e.g. a loss weight): '<key>: <run> -> <now>'."""
     from csgis.config import flatten, from_dict, load_config
     if not state:
         return []
-    want = load_config(args.config, run_overrides(ablation, seed, args.experiments, load_config(args.config)))
+    want = load_config(args.config, run_overrides(ablation, seed, args.experiments, cfg))
     have, now = flatten(from_dict(state["config"])), flatten(want)
     return [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in now.items() if have.get(k) != v]
 
@@ -154,7 +154,7 @@ def train_runs(args, cfg) -> list[str]:
     for ablation, seed in sorted(planned_runs(args), key=lambda r: (args.seeds.index(r[1]), r[0] != "full")):
         run_dir = ROOT / args.experiments / run_name(ablation, seed)
         state = run_state(run_dir)
-        stale = stale_keys(state, args, ablation, seed)
+        stale = stale_keys(state, args, ablation, seed, cfg)
         if stale and not args.retrain_stale:
             continue  # reported as stale by main()
         if finished(state) and not stale:
@@ -430,8 +430,8 @@ def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: 
                      f"{agg['contrastive']['psnr_paper'][0] - agg['baseline']['psnr_paper'][0]:+.2f} dB.")
     if "full_lowseg" in agg and ("full", args.seeds[0]) in runs:
         low, same_seed = agg["full_lowseg"], runs[("full", args.seeds[0])]["test"]
-        parts.append(f"With a tenth of that weight (λs = {cfg_dict['loss']['segmentation'] / 10:g}) the full model (seed {args.seeds[0]}) scores "
-                     f"{low['psnr_paper'][0]:.2f} dB / {low['ssim_paper'][0]:.4f}, against "
+        parts.append(f"With a tenth of that weight (λs = {cfg_dict['loss']['segmentation'] / 10:g}) the full "
+                     f"model (seed {args.seeds[0]}) scores {low['psnr_paper'][0]:.2f} dB / {low['ssim_paper'][0]:.4f}, against "
                      f"{same_seed['psnr_paper']['mean']:.2f} dB / {same_seed['ssim_paper']['mean']:.4f} at "
                      f"λs = {cfg_dict['loss']['segmentation']}" +
                      (": a segmenter this weak pulls the smoother away from the GT rather than towards it."
@@ -724,7 +724,7 @@ def main(argv=None) -> int:
     for ablation, seed in planned_runs(args):
         run_dir = ROOT / args.experiments / run_name(ablation, seed)
         state = run_state(run_dir)
-        stale = stale_keys(state, args, ablation, seed)
+        stale = stale_keys(state, args, ablation, seed, cfg)
         if stale:
             print(f"error: {run_dir} was trained with another config than {args.config} now gives "
                   f"({'; '.join(stale)}); it is left out. Rerun with --retrain-stale to retrain it (the old "
