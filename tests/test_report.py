@@ -131,3 +131,23 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert retrained["failed"] == [] and set(retrained["runs"]) == {"baseline_s0", "full_s0"}
     assert yaml.safe_load((exp / "full_s0" / "config.yaml").read_text())["loss"]["contrastive"] == 0.5
     assert [p.name.startswith("full_s0_archived_") for p in exp.iterdir()].count(True) == 1
+
+
+def test_run_overrides_and_staleness_ignore_only_the_name():
+    from csgis.config import load_config, to_dict
+    demo = ROOT / "configs" / "demo.yaml"
+    cfg = load_config(demo)
+    args = make_report.parse_args(["--config", str(demo), "--experiments", "exp"])
+    # The λs x 10 row scales the config's semantic weight and nothing else.
+    over = make_report.run_overrides("full_seg10x", 1, "exp", cfg)
+    assert f"loss.segmentation={cfg.loss.segmentation * 10:g}" in over and "seed=1" in over
+    assert load_config(demo, over).loss.segmentation == pytest.approx(cfg.loss.segmentation * 10)
+    # A run trained under another name with the same settings is the same run (e.g. a folder that
+    # was renamed); any other difference makes it stale.
+    same = to_dict(load_config(demo, over))
+    same["name"] = "full_s1"
+    assert make_report.stale_keys({"config": same}, args, "full_seg10x", 1, cfg) == []
+    other = to_dict(load_config(demo, over))
+    other["loss"]["segmentation"] = cfg.loss.segmentation
+    assert make_report.stale_keys({"config": other}, args, "full_seg10x", 1, cfg) == [
+        f"loss.segmentation: {cfg.loss.segmentation!r} -> {cfg.loss.segmentation * 10!r}"]
