@@ -284,11 +284,11 @@ def budget_curve(args, runs: dict) -> list[dict]:
     if len(present) < 2:
         return []
     rows = []
+    train_cfgs = {a: run_state(ROOT / args.experiments / run_name(a, seed))["config"]["train"] for a in present}
     base_epochs = runs[(present[0], seed)]["train"]["epochs"]
     longest = present[-1]
     run_dir = ROOT / args.experiments / run_name(longest, seed)
-    state = run_state(run_dir)
-    train_cfg = state["config"]["train"]
+    train_cfg = train_cfgs[longest]
     per_epoch = runs[(longest, seed)]["train"]["steps"] // runs[(longest, seed)]["train"]["epochs"]
     for epoch in range(base_epochs, runs[(longest, seed)]["train"]["epochs"], base_epochs):
         weights = run_dir / "models" / f"epoch_{epoch:04d}.pth"
@@ -300,9 +300,8 @@ def budget_curve(args, runs: dict) -> list[dict]:
                      **{k: m[k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
     for ablation in present:
         r = runs[(ablation, seed)]
-        cfg_train = run_state(ROOT / args.experiments / run_name(ablation, seed))["config"]["train"]
         rows.append({"run": ablation, "checkpoint": "latest", "steps": r["train"]["steps"],
-                     "lr": lr_after(cfg_train, r["train"]["epochs"]), "final": True,
+                     "lr": lr_after(train_cfgs[ablation], r["train"]["epochs"]), "final": True,
                      **{k: r["test"][k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
     return sorted(rows, key=lambda row: (row["steps"], row["final"]))
 
