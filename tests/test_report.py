@@ -60,7 +60,11 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
             "--workers", "1", "--grid-rows", "2", "--filters", "l0,fgs"]
     code = make_report.main(argv)
     result = json.loads((out / "results.json").read_text())
-    assert code == (0 if result["full_beats_all_classical"] else 1)
+    # Two verdicts: the full model at the ablation budget, and the longest-trained one (here full_2x),
+    # which also decides the exit status.
+    longest = result["longest_full"]
+    assert longest["run"] == "full_2x_s0" and longest["steps"] == 4 and not longest["shipped"]
+    assert code == (0 if longest["beats_all_classical"] else 1)
     # full_2x: first seed only, the config's epochs and LR milestones doubled.
     assert set(result["runs"]) == {"baseline_s0", "full_s0", "baseline_s1", "full_s1", "full_2x_s0"}
     for name, run in result["runs"].items():
@@ -82,7 +86,8 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     text = (out / "RESULTS.md").read_text()
     assert "| input (textured) |" in text and "| L0 (" in text and "| FGS (" in text and "| CSGIS-Net full" in text
     assert set(result["baselines"]) == {"input", "l0", "fgs"}
-    assert ("beats every classical smoother" in text) == result["full_beats_all_classical"]
+    assert ("(2 steps, seed mean) beats every classical smoother" in text) == result["full_beats_all_classical"]
+    assert ("one seed), the full model beats every" in text) == longest["beats_all_classical"]
     assert "![comparison grid](results_grid.png)" in text and "What differs from the paper" in text
     # Per-group means: each image is in one kind and one texture group, and the n-weighted group
     # means give back the overall means (for the ablations, of the seed means).
@@ -104,14 +109,21 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     grid = read_image(out / "results_grid.png")
     # title bar + 2 rows; input, the 2 classical smoothers, ours, GT = 5 columns of 200 + 2 * 2 px
     assert grid.shape == (22 + 2 * 204, 5 * 204, 3)
-    assert (exp / "full_s0" / "test_predictions_latest").is_dir() and (exp / "baselines.json").is_file()
+    # The grid shows the longest-trained full model, whose test predictions are kept.
+    assert (exp / "full_2x_s0" / "test_predictions_latest").is_dir() and (exp / "baselines.json").is_file()
+    assert not (exp / "full_s0" / "test_predictions_latest").exists()
+    assert "ours is `full_2x_s0`, the longest-trained full model (4 steps)" in text
 
-    # A second call trains nothing and reads the caches back: the same report.
+    # A second call trains nothing and reads the caches back: the same report. Given a copy of
+    # full_2x's final weights as the shipped smoother, it names that run as the shipped one.
+    shipped = tmp_path / "shipped.pth"
+    shipped.write_bytes((exp / "full_2x_s0" / "models" / "latest.pth").read_bytes())
     capsys.readouterr()
-    assert make_report.main(argv + ["--no-train"]) == code
+    assert make_report.main(argv + ["--no-train", "--shipped", str(shipped)]) == code
     assert "$ " not in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["ablations"] == result["ablations"] and again["baselines"] == result["baselines"]
+    assert again["longest_full"]["shipped"] and f"the shipped `{shipped}`" in (out / "RESULTS.md").read_text()
 
     # The config file edited after the runs (a loss weight of the full model): the finished full_s0
     # no longer matches, so it is reported as missing, never mixed in silently...
