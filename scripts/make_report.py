@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
+import filecmp
 import json
 import math
 import os
@@ -343,11 +343,9 @@ def shipped_run(args, runs: dict) -> str | None:
     shipped = ROOT / args.shipped
     if not shipped.is_file():
         return None
-    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
     for ablation, seed in runs:
         latest = ROOT / args.experiments / run_name(ablation, seed) / "models" / "latest.pth"
-        if latest.is_file() and latest.stat().st_size == shipped.stat().st_size \
-                and hashlib.sha256(latest.read_bytes()).hexdigest() == digest:
+        if latest.is_file() and filecmp.cmp(latest, shipped, shallow=False):
             return run_name(ablation, seed)
     return None
 
@@ -811,13 +809,14 @@ def main(argv=None) -> int:
     grid_path = out / "results_grid.png"
     agg = aggregate(runs)
     # The comparison grid and the second verdict use the longest-trained full model (first seed).
-    longest = longest_full(args, runs)
-    if longest:
-        long_name = run_name(longest, args.seeds[0])
+    longest = None
+    long_ablation = longest_full(args, runs)
+    if long_ablation:
+        long_name = run_name(long_ablation, args.seeds[0])
         score_run(ROOT / args.experiments / long_name, args.data, True, "latest")  # its predictions
-        longest = {"ablation": longest, "run": long_name, "steps": agg[longest]["steps"],
+        longest = {"ablation": long_ablation, "run": long_name, "steps": agg[long_ablation]["steps"],
                    "shipped_run": shipped_run(args, runs),
-                   "verdict": beats_all(agg[longest], base)}
+                   "verdict": beats_all(agg[long_ablation], base)}
         longest["shipped"] = longest["shipped_run"] == long_name
         title = "CSGIS-Net (full)" if longest["ablation"] == "full" else f"CSGIS-Net (full, {longest['steps']} steps)"
         grid_ids = comparison_grid(args, base["filters"],
