@@ -2,7 +2,12 @@
 
 Every key has exactly one default, here. `load_config("configs/x.yaml", ["train.lr=5e-4"])`
 returns a `Config`; unknown keys (in the file or in an override) raise `ConfigError` naming the
-key. The README's table of keys is checked against `flatten(Config())` by the tests.
+key. The table of keys in docs/CONFIG.md is checked against `flatten(Config())` by the tests.
+
+A config file may start from another one: `base: paper.yaml` (a path relative to the file's own
+folder) loads that file first, then applies this file's keys on top (mappings merge key by key,
+every other value replaces). So an ablation states only what differs from the paper setting.
+The resolved config (what a run saves as config.yaml) has no `base` key.
 """
 from __future__ import annotations
 
@@ -217,19 +222,48 @@ def from_dict(data: dict | None, overrides: list[str] | None = None) -> Config:
     return cfg
 
 
+BASE_KEY = "base"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` applied on top of `base`: nested mappings merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict:
+    """The raw mapping of a YAML config file with its `base:` chain resolved (no defaults applied)."""
+    path = os.path.abspath(path)
+    if path in _chain:
+        cycle = " -> ".join(os.path.relpath(p) for p in (*_chain, path))
+        raise ConfigError(f"config files include each other through '{BASE_KEY}': {cycle}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        where = f" (the '{BASE_KEY}' of {os.path.relpath(_chain[-1])})" if _chain else ""
+        raise ConfigError(f"config file not found: {os.path.relpath(path)}{where}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {os.path.relpath(path)} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {os.path.relpath(path)} must hold a mapping at the top level")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{os.path.relpath(path)}: '{BASE_KEY}' must name a config file, got {base!r}")
+    parent = read_config_file(os.path.join(os.path.dirname(path), base), (*_chain, path))
+    return _merge(parent, data)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or only defaults when path is None) and apply dotted overrides."""
-    data: dict = {}
-    if path is not None:
-        try:
-            with open(path, "r", encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    """Read a YAML config (its `base:` chain first; only defaults when path is None), apply dotted overrides."""
+    data = read_config_file(path) if path is not None else {}
     try:
         return from_dict(data, overrides)
     except ConfigError as e:

@@ -70,3 +70,41 @@ def test_readme_config_table_is_current():
         "README config table is stale: run python scripts/config_table.py --update"
     missing = [k for k in flatten(Config()) if f"| `{k}` |" not in readme]
     assert not missing, f"README config table lacks: {missing}"
+
+
+def test_base_chain_merges_mappings_and_replaces_other_values(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("name: root\ntrain:\n  epochs: 7\n  milestones: [1, 2, 3]\nloss:\n  l1: 2.0\n")
+    # `base` is relative to the including file's folder, and chains.
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\ntrain:\n  milestones: [5]\n")
+    (tmp_path / "sub" / "leaf.yaml").write_text("base: mid.yaml\nname: leaf\nloss:\n  ssim: 0.5\n")
+    cfg = load_config(tmp_path / "sub" / "leaf.yaml", ["train.epochs=9"])
+    assert cfg.name == "leaf" and cfg.train.epochs == 9
+    assert cfg.train.milestones == [5]                      # a list replaces, it is not merged
+    assert (cfg.loss.l1, cfg.loss.ssim) == (2.0, 0.5)         # sibling keys of a mapping survive
+    assert cfg.loss.edge == Config().loss.edge               # untouched keys keep the defaults
+    # What a run saves is the resolved config: no base key, and it reloads to the same thing.
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert "base" not in (tmp_path / "resolved.yaml").read_text()
+    assert flatten(load_config(tmp_path / "resolved.yaml")) == flatten(cfg)
+
+
+def test_base_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"include each other.*a.yaml -> .*b.yaml -> .*a.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"gone.yaml.*the 'base' of .*c.yaml"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [x]\n")
+    with pytest.raises(ConfigError, match="'base' must name a config file"):
+        load_config(tmp_path / "d.yaml")
+    # A bad key in a base file is reported like any other bad key.
+    (tmp_path / "e.yaml").write_text("train:\n  epochz: 1\n")
+    (tmp_path / "f.yaml").write_text("base: e.yaml\n")
+    with pytest.raises(ConfigError, match="train.epochz"):
+        load_config(tmp_path / "f.yaml")
+    # `base` only means something in a file; in a dict or an override it is an unknown key.
+    with pytest.raises(ConfigError, match="unknown config key 'base'"):
+        from_dict({"base": "x.yaml"})

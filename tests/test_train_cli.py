@@ -12,7 +12,7 @@ import yaml
 
 import train as train_cli
 from csgis.checkpoint import load_training_state
-from csgis.config import flatten, load_config
+from csgis.config import flatten, from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -142,6 +142,34 @@ def test_ablations_differ_only_in_their_switches():
         assert (flat["loss.contrastive"], flat["loss.segmentation"], flat["name"]) == (contrastive, segmentation, name)
         differing = {k for k in flat if flat[k] != paper[k]}
         assert differing <= {"name", "loss.contrastive", "loss.segmentation"}, (name, differing)
+
+
+def test_config_deltas_state_only_what_differs():
+    """Ablation and release files are deltas on paper.yaml (demo ablations on demo.yaml): each
+    names its base and holds no key that equals what it inherits."""
+    import yaml
+    from csgis.config import read_config_file
+    for name in [*ABLATIONS, "release_compat", "demo_baseline", "demo_contrastive", "demo_semantic"]:
+        own = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        base = ROOT / "configs" / own.pop("base")
+        inherited = flatten(from_dict(read_config_file(base)))
+        stated = flatten(from_dict(own))
+
+        def leaves(d, prefix=""):
+            for key, value in d.items():
+                yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+        repeated = [k for k in leaves(own) if stated[k] == inherited[k]]
+        assert not repeated, f"{name}.yaml repeats inherited values: {repeated}"
+
+
+def test_demo_ablations_differ_from_demo_only_in_their_switches():
+    demo = flatten(load_config(ROOT / "configs" / "demo.yaml"))
+    switches = {"demo_baseline": (0, 0), "demo_contrastive": (demo["loss.contrastive"], 0),
+                "demo_semantic": (0, demo["loss.segmentation"])}
+    for name, (contrastive, segmentation) in switches.items():
+        flat = flatten(load_config(ROOT / "configs" / f"{name}.yaml"))
+        assert (flat["loss.contrastive"], flat["loss.segmentation"]) == (contrastive, segmentation), name
+        assert {k for k in flat if flat[k] != demo[k]} <= {"name", "loss.contrastive", "loss.segmentation"}
 
 
 def test_release_compat_reproduces_the_release_switches():
