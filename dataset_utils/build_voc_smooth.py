@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis.data import blend  # noqa: E402
-from csgis.data.manifest import (VOC_CLASSES, OutputDirError, SkipStructure,  # noqa: E402
+from csgis.data import blend
+from csgis.data.manifest import (VOC_CLASSES, OutputDirError, SkipStructure,
                                  prepare_output_dir, split_counts, structure_rows,
                                  write_dataset_info, write_manifest, write_structure)
-from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, read_label  # noqa: E402
-from csgis.runtime import parallel_map  # noqa: E402
+from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, read_label
+from csgis.runtime import parallel_map
 
 DEFAULT_IDS = Path(__file__).resolve().parent / "voc_smooth_150_ids.txt"
 SPLITS = ("train", "val", "test")

@@ -25,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis.data import blend, synthetic  # noqa: E402
-from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_counts,  # noqa: E402
+from csgis.data import blend, synthetic
+from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_counts,
                                  structure_rows, write_dataset_info, write_manifest,
                                  write_structure)
-from csgis.io import read_image, write_image  # noqa: E402
-from csgis.runtime import parallel_map  # noqa: E402
+from csgis.io import read_image, write_image
+from csgis.runtime import parallel_map
 
 SIZES = {
     #          structures, side range, textures/structure, texture pool, test-only, texture sides

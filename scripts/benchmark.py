@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis.benchmark import BenchmarkOptions, format_table, parse_variant, run_benchmarks, save_report  # noqa: E402
+from csgis.benchmark import BenchmarkOptions, format_table, parse_variant, run_benchmarks, save_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

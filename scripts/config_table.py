@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from csgis.config import Config, flatten  # noqa: E402
+from csgis.config import Config, flatten
 
 SECTIONS = {"ModelConfig": "model", "SegmenterConfig": "segmenter", "LossConfig": "loss",
             "DataConfig": "data", "TrainConfig": "train", "Config": ""}

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis import evaluation  # noqa: E402
+from csgis import evaluation
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,11 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis.data.manifest import ManifestError, read_manifest  # noqa: E402
-from csgis.io import ImageReadError, list_images, read_image, write_image  # noqa: E402
-from csgis.visualize import image_grid, pick_samples  # noqa: E402
+from csgis.data.manifest import ManifestError, read_manifest
+from csgis.io import ImageReadError, list_images, read_image, write_image
+from csgis.visualize import image_grid, pick_samples
 
 
 def main(argv=None) -> int:

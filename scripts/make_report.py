@@ -46,10 +46,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from csgis import evaluation  # noqa: E402
-from csgis.io import read_image, write_image, write_text  # noqa: E402
+from csgis import evaluation
+from csgis.io import read_image, write_image, write_text
 
 # name -> (title, config overrides on top of configs/demo.yaml)
 ABLATIONS = {

@@ -35,12 +35,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from csgis.checkpoint import save_checkpoint  # noqa: E402
-from csgis.inference import default_tile  # noqa: E402
-from csgis.io import write_image  # noqa: E402
-from csgis.models.smoother import Smoother  # noqa: E402
+from csgis.checkpoint import save_checkpoint
+from csgis.inference import default_tile
+from csgis.io import write_image
+from csgis.models.smoother import Smoother
 
 
 def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:

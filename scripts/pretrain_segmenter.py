@@ -9,12 +9,11 @@ segmenter.checkpoint points at.
 """
 from __future__ import annotations
 
+import runpy
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import train  # noqa: E402  (the repository's train.py)
+TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 
 
 def main(argv=None) -> int:
@@ -22,7 +21,8 @@ def main(argv=None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    return train.main(argv + ["task=segmentation"])
+    train_main = runpy.run_path(str(TRAIN_PY))["main"]  # the repository's train.py
+    return train_main(argv + ["task=segmentation"])
 
 
 if __name__ == "__main__":

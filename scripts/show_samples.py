@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csgis.data.manifest import ManifestError, read_manifest  # noqa: E402
-from csgis.io import ImageReadError, read_image, read_label, write_image  # noqa: E402
-from csgis.visualize import colourise, image_grid, pick_samples  # noqa: E402
+from csgis.data.manifest import ManifestError, read_manifest
+from csgis.io import ImageReadError, read_image, read_label, write_image
+from csgis.visualize import colourise, image_grid, pick_samples
 
 
 def sample_row(root: Path, row: dict) -> list[np.ndarray]:

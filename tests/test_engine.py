@@ -232,7 +232,6 @@ def test_missing_segmenter_checkpoint_is_one_clear_error(demo_root, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys, torch
-    sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     from csgis import engine
     from csgis.config import from_dict

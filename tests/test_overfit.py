@@ -1,15 +1,13 @@
 """scripts/overfit_batch.py on the tiny demo data."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import overfit_batch  # noqa: E402
+import overfit_batch
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """scripts/make_report.py end to end on the tiny demo data: trains, scores, tabulates, draws."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +7,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import make_report  # noqa: E402
-from csgis.io import read_image  # noqa: E402
+import make_report
+from csgis.io import read_image
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from csgis.runtime import reuse_large_allocations
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_large_blocks_are_reused_instead_of_faulted_in_again(repo_root):
     """The same allocate/free loop causes far fewer page faults once the thresholds are raised."""
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import resource, sys
-        sys.path.insert(0, {str(repo_root)!r})
         import torch
         from csgis.runtime import reuse_large_allocations
         ok = reuse_large_allocations() if sys.argv[1] == "1" else True
@@ -44,9 +43,8 @@ def test_parallel_map_after_torch_and_opencv_have_run(repo_root, tmp_path):
     """Worker processes start cleanly in a process whose torch and OpenCV thread pools are running
     (forked workers inherited their locks and hung: make_report.py stalled this way)."""
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(textwrap.dedent("""
         import sys
-        sys.path.insert(0, {str(repo_root)!r})
         import cv2, numpy as np, torch
         from csgis.runtime import parallel_map
 
