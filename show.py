@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from csgis.checkpoint import CheckpointError, load_smoother
+from csgis.device import resolve_device
 from csgis.inference import default_tile, smooth_image
 from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from csgis.runtime import reuse_large_allocations
@@ -106,15 +107,10 @@ def _is_out_of_memory(error: RuntimeError) -> bool:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device: {name}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} requested but CUDA is not available")
-    return device
+        return resolve_device(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Train CSGIS-Net (or pre-train its segmenter): parse arguments, call csgis.engine.train.
+"""Train CSGIS-Net (or pre-train its segmenter): parse arguments, call csgis.train.train.
 
     python train.py --config configs/paper.yaml [key=value ...] [--resume] [--overwrite]
     torchrun --nproc_per_node=4 train.py --config configs/paper.yaml   # train.batch_size is global
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     from csgis.checkpoint import CheckpointError
     from csgis.data import DatasetError
     from csgis.models.vgg import WeightsNotFoundError
-    from csgis.engine import (NonFiniteLossError, RunExistsError, SegmenterCheckpointError,
-                              TrainingInterrupted, train)
+    from csgis.train import (NonFiniteLossError, RunExistsError, SegmenterCheckpointError,
+                             TrainingInterrupted, train)
 
     info = ddp.init_distributed()
     try:

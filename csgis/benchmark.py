@@ -339,7 +339,7 @@ def build_training(arch: dict, device: torch.device, variant: Variant, vgg_weigh
 def training_step_flops(arch: dict, device: torch.device, patch: int, vgg_weights: str = "random",
                         loss_overrides: dict | None = None) -> int:
     """FLOPs (FlopCounterMode) of one training step on one patch: smoother fwd+bwd, loss networks fwd+bwd."""
-    from csgis.engine import train_step
+    from csgis.train.step import train_step
     model, criterion, optimizer, scaler = build_training(arch, device, Variant("eager"), vgg_weights,
                                                          loss_overrides)
     batch = {k: v.to(device) for k, v in make_training_batch(1, patch).items()}
@@ -351,7 +351,7 @@ def training_step_flops(arch: dict, device: torch.device, patch: int, vgg_weight
 def _time_training(arch: dict, device: torch.device, variant: Variant, host_batch: dict, warmup: int, steps: int,
                    vgg_weights: str, loss_overrides: dict | None) -> dict:
     """Build, warm up and time one variant; everything it built is freed on return."""
-    from csgis.engine import train_step
+    from csgis.train.step import train_step
     model, criterion, optimizer, scaler = build_training(arch, device, variant, vgg_weights, loss_overrides)
     runner = torch.compile(model) if variant.compile else model
     data = {k: v.to(device) for k, v in host_batch.items()}

@@ -79,7 +79,8 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo, sync_bn: 
     """Return the module to train: `model` itself (one process) or a DDP wrapper around it.
 
     sync_bn converts BatchNorm layers to SyncBatchNorm in place first (statistics over the global
-    batch); the converted model is what the wrapper holds, so always save `unwrap(wrapped)`.
+    batch); the converted model is what the wrapper holds, so always save
+    `csgis.checkpoint.unwrap_model(wrapped)`.
     """
     if not info.enabled:
         return model
@@ -87,17 +88,6 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo, sync_bn: 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers (what checkpoints store)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def all_reduce_grads(params, info: DistInfo) -> None:

@@ -5,6 +5,8 @@ Library side of scripts/evaluate.py and scripts/baselines.py:
 - `score_pairs`: per-image PSNR/SSIM in both conventions; unreadable files and size mismatches
   are collected as problems (path named), never raised.
 - `evaluate_model`: run a checkpoint over a dataset split and score it (plus the input itself).
+- `smoother_scores` / `segmenter_scores`: a network over a loader of dataset items (what training
+  validates with); `evaluate_segmenter`: a segmenter checkpoint's mIoU on a dataset split.
 - `run_baselines`: each classical smoother, parameters chosen on a validation split, scored on
   the test split with its time per image.
 - `summarize`, `format_table`, `write_csv`, `write_json`: outputs; every table names its convention.
@@ -32,6 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from csgis.data.manifest import split_sample_id
 from csgis.io import ImageReadError, list_images, read_image, write_image, write_text
 from csgis.runtime import parallel_map
 
@@ -107,8 +110,8 @@ def match_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> Matc
             gt_name = _nks_name(Path(rel).name)
             if gt_name is not None:
                 gt, rule = lookup((Path(rel).parent / gt_name).as_posix()), "nks"
-        if gt is None and "__" in Path(rel).name:
-            structure = Path(rel).name.split("__")[0]
+        if gt is None and split_sample_id(Path(rel).name):
+            structure = split_sample_id(Path(rel).name)[0]
             gt, rule = lookup((Path(rel).parent / structure).as_posix()), "structure"
         if gt is None:
             result.unmatched.append(pred)
@@ -178,21 +181,13 @@ def score_pairs(pairs: Sequence[Pair], workers: int = 1, progress: bool = True) 
     return rows, problems
 
 
-def _mean_std(values: Sequence[float]) -> dict:
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0:
-        return {"mean": math.nan, "std": math.nan}
-    if np.isinf(array).any():
-        # Identical images give PSNR = inf; the mean is then inf and the spread undefined.
-        return {"mean": float(array.mean()), "std": math.nan}
-    return {"mean": float(array.mean()), "std": float(array.std())}
-
-
 def summarize(rows: Sequence[dict], seconds_per_image: float | None = None) -> dict:
     """{n, <metric>: {mean, std} for METRIC_KEYS[, seconds_per_image]} over per-image rows."""
+    from csgis.metrics import mean_std
+
     summary: dict = {"n": len(rows)}
     for key in METRIC_KEYS:
-        summary[key] = _mean_std([r[key] for r in rows])
+        summary[key] = dict(zip(("mean", "std"), mean_std([r[key] for r in rows])))
     if seconds_per_image is not None:
         summary["seconds_per_image"] = seconds_per_image
     return summary
@@ -374,6 +369,83 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "problems": problems,
         "images": input_rows + rows,
     }
+
+
+# --------------------------------------------------------------------------- networks on loaders
+def smoother_scores(model, loader, device, autocast_dtype=None, num_images: int = 0) -> tuple[dict, list]:
+    """Mean PSNR/SSIM (both conventions) of a smoother's uint8-quantised predictions over a loader.
+
+    Returns (metrics, images): up to num_images (id, (3,H,3W) input|prediction|gt in [0,1]).
+    """
+    import torch
+
+    from csgis.device import autocast
+    from csgis.metrics import batch_metrics
+
+    was_training = model.training
+    model.eval()
+    rows, images = [], []
+    with torch.no_grad():
+        for batch in loader:
+            with autocast(device, autocast_dtype):
+                out = model(batch["input"].to(device))
+            prediction = out.prediction.float().clamp(0, 1).cpu()
+            rows.extend(batch_metrics(prediction, batch["gt"]))
+            for i in range(prediction.shape[0]):
+                if len(images) < num_images:
+                    images.append((str(batch["id"][i]),
+                                   torch.cat((batch["input"][i], prediction[i], batch["gt"][i]), dim=2)))
+    model.train(was_training)
+    if not rows:
+        return {}, images
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, images
+
+
+def segmenter_scores(model, loader, device, num_classes: int, normalize: bool = True,
+                     autocast_dtype=None) -> dict[str, float]:
+    """mIoU / pixel accuracy / per-class IoU of a segmenter on the GT images of a loader's items.
+
+    It segments the GT structure images (ImageNet-normalised when `normalize`): what it meets at
+    smoothing time are smoothed predictions, which resemble GTs, not the textured inputs.
+    """
+    import torch
+
+    from csgis.device import autocast
+    from csgis.metrics import confusion_matrix, segmentation_scores
+    from csgis.models.segmenter import imagenet_normalize
+
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["gt"].to(device)
+            if normalize:
+                x = imagenet_normalize(x)
+            with autocast(device, autocast_dtype):
+                logits = model(x)
+            confusion += confusion_matrix(logits.argmax(1).cpu(), batch["seg"], num_classes)
+    model.train(was_training)
+    return segmentation_scores(confusion)
+
+
+def evaluate_segmenter(checkpoint: str | os.PathLike, data_cfg, split: str = "test", output_stride: int = 16,
+                       normalize: bool = True, device: str = "cpu") -> dict:
+    """A segmenter checkpoint scored on the full images of a dataset split (data_cfg: a DataConfig)."""
+    import copy
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from csgis.checkpoint import load_segmenter
+    from csgis.data import build_dataset
+
+    model = load_segmenter(checkpoint, output_stride=output_stride, map_location=device)
+    data_cfg = copy.deepcopy(data_cfg)
+    data_cfg.val_crop = 0  # full images
+    loader = DataLoader(build_dataset(data_cfg, split, train=False), batch_size=1, shuffle=False)
+    scores = segmenter_scores(model, loader, torch.device(device), model.num_classes, normalize)
+    return {"checkpoint": str(checkpoint), "split": split, **scores}
 
 
 # --------------------------------------------------------------------------- classical baselines

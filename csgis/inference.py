@@ -17,7 +17,6 @@ than clipped), so tiles are stacked into batches without padding.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from csgis.device import AMP_DTYPES, autocast
+
 OUTPUT_NAMES = ("edge_logits", "coarse", "residual", "prediction")
 IMAGE_OUTPUT_NAMES = ("prediction", "coarse", "edge")
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Memory model of one forward pass: the peak holds a few full-width (`width`-channel) activation
 # maps of the crop at once (descriptor features kept for the three heads, an HDC block's input and
@@ -129,9 +129,7 @@ def tile_windows(height: int, width: int, tile: int, radius: int) -> list[Window
 def _autocast(device: torch.device, amp: str):
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
-    if AMP_DTYPES[amp] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+    return autocast(device, AMP_DTYPES[amp])
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

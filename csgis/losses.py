@@ -12,18 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csgis.config import LossConfig
+from csgis.config import CHOICES, LossConfig
+from csgis.data.manifest import IGNORE_INDEX
 from csgis.models.segmenter import imagenet_normalize
 
 if TYPE_CHECKING:  # only for annotations; the loss reads attributes, any object with them works
     from csgis.models.smoother import SmootherOutput
     from csgis.models.vgg import VGGFeatures
 
-SEG_IGNORE_INDEX = 255
 GRAM_TAPS = ("relu1_2", "relu2_2")                       # triplet VGG term (release: Vgg16, j < 2)
 RATIO_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 RATIO_WEIGHTS = (1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
-NEGATIVE_MODES = ("coin", "per_sample", "both", "over", "input")
+NEGATIVE_MODES = CHOICES["loss.negatives"]
+
+
+def vgg_taps(contrastive_form: str) -> tuple[str, ...]:
+    """The VGG16 layers a contrastive form reads (what a VGGFeatures for this loss must provide)."""
+    return {"triplet": GRAM_TAPS, "ratio": RATIO_TAPS}[contrastive_form]
 
 
 def _no_autocast(x: torch.Tensor):
@@ -241,9 +246,9 @@ def select_negatives(batch: dict, mode: str, generator: torch.Generator | None =
 def segmentation_loss(seg_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Cross-entropy, ignore 255, mean over labelled pixels (0 when none); logits (B,K,H,W), label (B,H,W) long."""
     with _no_autocast(seg_logits):
-        summed = F.cross_entropy(seg_logits.float(), label.long(), ignore_index=SEG_IGNORE_INDEX, reduction="sum")
+        summed = F.cross_entropy(seg_logits.float(), label.long(), ignore_index=IGNORE_INDEX, reduction="sum")
         # Dividing by max(count, 1) avoids a NaN on fully ignored crops without a host sync.
-        count = (label != SEG_IGNORE_INDEX).sum().clamp(min=1)
+        count = (label != IGNORE_INDEX).sum().clamp(min=1)
         return summed / count
 
 
@@ -261,16 +266,14 @@ class CSGISLoss(nn.Module):
     def __init__(self, cfg: LossConfig, vgg: "VGGFeatures | None" = None, segmenter: nn.Module | None = None,
                  generator: torch.Generator | None = None, seed: int = 0):
         super().__init__()
-        if cfg.negatives not in NEGATIVE_MODES:
-            raise ValueError(f"loss.negatives {cfg.negatives!r} is not one of {list(NEGATIVE_MODES)}")
-        if cfg.contrastive_form not in ("triplet", "ratio"):
-            raise ValueError(f"loss.contrastive_form {cfg.contrastive_form!r} is not 'triplet' or 'ratio'")
-        if cfg.seg_input not in ("prediction", "input"):
-            raise ValueError(f"loss.seg_input {cfg.seg_input!r} is not 'prediction' or 'input'")
+        for key in ("negatives", "contrastive_form", "seg_input"):
+            allowed = CHOICES[f"loss.{key}"]
+            if getattr(cfg, key) not in allowed:
+                raise ValueError(f"loss.{key} {getattr(cfg, key)!r} is not one of {list(allowed)}")
         if cfg.contrastive > 0:
             if vgg is None:
                 raise ValueError("loss.contrastive > 0 needs a VGGFeatures (see csgis.models.vgg)")
-            needed = GRAM_TAPS if cfg.contrastive_form == "triplet" else RATIO_TAPS
+            needed = vgg_taps(cfg.contrastive_form)
             missing = [name for name in needed if name not in vgg.layers]
             if missing:
                 raise ValueError(f"the {cfg.contrastive_form} contrastive loss needs VGG taps {missing}")

@@ -7,6 +7,9 @@ standard: uint8 RGB as float64 in [0,255], PSNR = 10 log10(255^2/MSE), SSIM over
           sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1).
 No crop border, no Y channel. Both PSNRs are the same number up to rounding; they are kept
 separate so every table names its convention. Identical images give PSNR = inf.
+
+Segmentation: a confusion matrix over labelled pixels (IGNORE_INDEX left out), pixel accuracy and
+mean IoU over the classes present in label or prediction.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from csgis.data.manifest import IGNORE_INDEX
 from csgis.losses import ssim as _torch_ssim
 
 CONVENTIONS = ("paper", "standard")
@@ -91,3 +95,40 @@ def batch_metrics(pred: torch.Tensor, gt: torch.Tensor) -> list[dict[str, float]
     if pred.shape != gt.shape or pred.dim() != 4:
         raise ValueError(f"expected two (B,C,H,W) tensors of one shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")
     return [image_metrics(tensor_to_uint8(p), tensor_to_uint8(g)) for p, g in zip(pred, gt)]
+
+
+def mean_std(values, ddof: int = 0) -> tuple[float, float]:
+    """(mean, standard deviation) of a list of scores.
+
+    ddof=0 describes the values themselves (the spread of per-image scores); ddof=1 is the sample
+    standard deviation (the spread of a method's score over seeds), 0.0 for a single value. No
+    values: (nan, nan). Identical images score PSNR = inf: the mean is then inf and the spread nan.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return math.nan, math.nan
+    if np.isinf(array).any():
+        return float(array.mean()), math.nan
+    return float(array.mean()), float(array.std(ddof=ddof)) if array.size > ddof else 0.0
+
+
+# ----------------------------------------------------------------------------- segmentation
+def confusion_matrix(prediction: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts, rows = label, columns = prediction; IGNORE_INDEX left out."""
+    valid = (label != IGNORE_INDEX) & (label >= 0) & (label < num_classes)
+    index = label[valid].long() * num_classes + prediction[valid].long()
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
+    """Pixel accuracy, mean IoU over classes present in label or prediction, and per-class IoU (iou_NN)."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    iou = tp / union  # NaN for classes absent from both: left out of the mean
+    scores = {"pixel_acc": float(tp.sum() / confusion.sum().clamp(min=1)),
+              "miou": float(np.nanmean(iou.numpy())) if bool((union > 0).any()) else 0.0}
+    for c in range(len(iou)):
+        if union[c] > 0:
+            scores[f"iou_{c:02d}"] = float(iou[c])
+    return scores

@@ -178,9 +178,10 @@ def train_runs(args, cfg) -> list[str]:
     return failed
 
 
-def run_summary(state: dict) -> dict:
+def run_summary(state: dict, run_dir: Path) -> dict:
     """Training facts of a finished run, from its training state."""
-    history = state["history"]
+    from csgis.train import read_metrics
+    history = read_metrics(run_dir / "metrics.jsonl")
     cfg = state["config"]
     return {
         "steps": state["global_step"],
@@ -315,20 +316,10 @@ def budget_curve(args, runs: dict) -> list[dict]:
 
 def segmenter_miou(config, data: str) -> dict:
     """mIoU of the config's loss segmenter on the test split's GT images (full size)."""
-    import torch
-
-    from csgis.checkpoint import load_segmenter
-    from csgis.data import build_dataset
-    from csgis.engine import build_val_loader, validate_segmenter
-
-    path = config.segmenter.checkpoint
-    model = load_segmenter(path, output_stride=config.segmenter.output_stride)
-    data_cfg = copy.deepcopy(config.data)  # full test images; the caller's config stays as it is
-    data_cfg.root, data_cfg.val_crop = data, 0
-    loader = build_val_loader(build_dataset(data_cfg, "test", train=False))
-    scores = validate_segmenter(model, loader, torch.device("cpu"), model.classifier.classifier[-1].out_channels,
-                                config.loss.seg_normalize)
-    return {"checkpoint": str(path), **scores}
+    data_cfg = copy.deepcopy(config.data)  # the caller's config stays as it is
+    data_cfg.root = data
+    return evaluation.evaluate_segmenter(config.segmenter.checkpoint, data_cfg, "test",
+                                         config.segmenter.output_stride, config.loss.seg_normalize)
 
 
 def longest_full(args, runs: dict) -> str | None:
@@ -794,7 +785,7 @@ def main(argv=None) -> int:
         print(f"scoring {run_dir} on the test split", flush=True)
         test = score_run(run_dir, args.data, False, "latest")
         runs[(ablation, seed)] = {
-            "train": run_summary(state),
+            "train": run_summary(state, run_dir),
             "test": test["methods"][run_dir.name],
             "test_images": test["images"],
             "test_best": score_run(run_dir, args.data, False, "best")["methods"][run_dir.name]}

@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from csgis.config import ConfigError, load_config
     from csgis.data.manifest import ManifestError
-    from csgis.engine import freeze_batchnorm, seed_everything
+    from csgis.train.state import seed_everything
+    from csgis.train.tasks import freeze_batchnorm
     from csgis.io import ImageReadError
     from csgis.models.smoother import build_smoother
 

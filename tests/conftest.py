@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +30,39 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_switches():
+    """Training with deterministic: true flips process-wide switches; put them back after each test."""
+    import torch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_det
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The demo dataset at its tiny size (make_demo_data.py --size tiny), built once per session."""
+    root = tmp_path_factory.getbasetemp() / "demo_tiny"
+    if not (root / "manifest.csv").is_file():
+        subprocess.run([sys.executable, str(ROOT / "dataset_utils" / "make_demo_data.py"), "--out", str(root),
+                        "--size", "tiny", "--seed", "0", "--workers", "1"],
+                       check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def segmenter_file(tmp_path_factory) -> Path:
+    """A random DeepLabV3+ with 6 classes in our checkpoint format (what the demo segmenter run writes)."""
+    import torch
+
+    from csgis.checkpoint import save_checkpoint
+    from csgis.models.segmenter import deeplabv3plus_mobilenet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("segmenter") / "seg.pth"
+    save_checkpoint(path, deeplabv3plus_mobilenet(num_classes=6, output_stride=16))
+    return path

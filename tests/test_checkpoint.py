@@ -5,7 +5,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 import pytest
 import torch
-from _helpers import randomize_bn
+from _helpers import randomize_bn, tiny_smoother
 
 from csgis.checkpoint import (CheckpointError, CheckpointNotFoundError, atomic_torch_save, authors_to_ours,
                               load_segmenter, load_smoother, load_training_state, ours_to_authors,
@@ -17,10 +17,7 @@ TINY = dict(width=4, descriptor_blocks=2, coarse_blocks=1, refine_blocks=2)
 
 
 def _model(seed: int = 0, **arch) -> Smoother:
-    torch.manual_seed(seed)
-    model = Smoother(**(arch or TINY))
-    randomize_bn(model, seed)
-    return model.eval()
+    return tiny_smoother(seed, **(arch or TINY))
 
 
 def _outputs(model, x):

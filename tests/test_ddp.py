@@ -8,7 +8,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from csgis import distributed as ddp
-from csgis import engine
+from csgis.train import NonFiniteLossError, train_step
+from csgis.train.loop import build_train_loader
+from csgis.train.state import epoch_seed
+from csgis.train.step import to_device
+from csgis.checkpoint import unwrap_model
 
 GLOBAL_BATCH = 4
 STEPS = 3
@@ -50,20 +54,20 @@ def run_steps(info: ddp.DistInfo, nan_ids=()):
     model = conv_stack()
     wrapped = ddp.wrap_model(model, device, info)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    loader, sampler, generator = engine.build_train_loader(ToyPairs(nan_ids=nan_ids), GLOBAL_BATCH, seed=3, info=info)
+    loader, sampler, generator = build_train_loader(ToyPairs(nan_ids=nan_ids), GLOBAL_BATCH, seed=3, info=info)
     sampler.set_epoch(0)
-    generator.manual_seed(engine.epoch_seed(3, 0))
+    generator.manual_seed(epoch_seed(3, 0))
     ids, error = [], None
     for step, batch in enumerate(loader):
         if step == STEPS:
             break
         ids.append(batch["id"].tolist())
         try:
-            engine.train_step(wrapped, engine.to_device(batch, device), l1_criterion, optimizer, info=info, step=step + 1)
-        except engine.NonFiniteLossError as e:
+            train_step(wrapped, to_device(batch, device), l1_criterion, optimizer, info=info, step=step + 1)
+        except NonFiniteLossError as e:
             error = str(e)
             break
-    return {k: v.detach().clone() for k, v in ddp.unwrap(wrapped).state_dict().items()}, ids, error
+    return {k: v.detach().clone() for k, v in unwrap_model(wrapped).state_dict().items()}, ids, error
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -5,27 +5,15 @@ import torch
 
 from csgis import inference
 from csgis.inference import default_tile, smooth_image, smooth_tensor, tile_windows
+from _helpers import tiny_smoother
 from csgis.models.smoother import Smoother
 
 OUTPUTS = ("edge_logits", "coarse", "residual", "prediction")
 
 
-def _tiny_model(seed: int = 0) -> Smoother:
-    """Width-4 smoother with random BN statistics (identity BN would hide mistakes), eval mode."""
-    torch.manual_seed(seed)
-    model = Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.3, 0.3)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.1, 0.3)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> Smoother:
-    return _tiny_model()
+    return tiny_smoother()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +28,7 @@ def reference(model, image):
         return model(image)
 
 
-def test_receptive_radius_of_tiny_model(model):
+def test_receptive_radius_oftiny_smoother(model):
     # stem 1 + one HDC block 6 + edge head 3 + coarse head (1 + 6 + 2) + refine head (1 + 6 + 1)
     assert model.receptive_radius() == 27
 
@@ -78,7 +66,7 @@ def test_batch_of_images(model):
 
 
 def test_train_mode_is_restored_and_eval_statistics_used(image, reference):
-    model = _tiny_model().train()
+    model = tiny_smoother().train()
     out = smooth_tensor(model, image, tile=25, outputs=("prediction",))
     assert model.training
     assert (out["prediction"] - reference.prediction).abs().max().item() <= 1e-5

@@ -10,12 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 import overfit_batch
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from test_engine import build_demo_tiny
-    return build_demo_tiny(tmp_path_factory)
-
-
 @pytest.fixture
 def config(tmp_path, demo_root) -> Path:
     path = tmp_path / "tiny.yaml"

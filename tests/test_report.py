@@ -12,12 +12,6 @@ import make_report
 from csgis.io import read_image
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from test_engine import build_demo_tiny
-    return build_demo_tiny(tmp_path_factory)
-
-
 def test_mean_std_and_verdict():
     assert make_report._mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert make_report._mean_std([5.0]) == (5.0, 0.0)

@@ -8,23 +8,13 @@ import pytest
 import torch
 
 import show
+from _helpers import tiny_smoother
 from csgis.checkpoint import load_smoother, ours_to_authors, save_checkpoint
 from csgis.inference import smooth_image
 from csgis.io import read_image
-from csgis.models.smoother import Smoother
 
 GOOD = ["a/good.png", "b/c/gray.png", "rgba.png", "deep16.png"]
 BAD = ["a/empty.png", "b/fake.jpg"]
-
-
-def _model() -> Smoother:
-    torch.manual_seed(0)
-    model = Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.3, 0.3)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def workspace(tmp_path_factory):
     (src / "b/fake.jpg").write_text("this is not a JPEG\n")
     (src / "notes.txt").write_text("ignored: not an image extension\n")
 
-    model = _model()
+    model = tiny_smoother()
     ours = root / "ours.pth"
     save_checkpoint(ours, model, None, epoch=1)
     authors = root / "authors.pth"

@@ -7,42 +7,23 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import train as train_cli
+from _helpers import tiny_config
 from csgis.checkpoint import load_training_state
-from csgis.config import flatten, from_dict, load_config
+from csgis.config import flatten, from_dict, load_config, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 ABLATIONS = ["ablation_baseline", "ablation_contrastive", "ablation_semantic", "ablation_full"]
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from test_engine import build_demo_tiny
-    return build_demo_tiny(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def restore_torch_globals():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 def tiny_yaml(path: Path, demo_root: Path, exp_dir: Path, **train) -> Path:
-    config = {
-        "name": "cli", "experiments_dir": str(exp_dir), "device": "cpu", "deterministic": True,
-        "model": {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1},
-        "loss": {"vgg_weights": "random", "segmentation": 0.0},
-        "data": {"root": str(demo_root), "patch_size": 32, "num_workers": 0, "val_crop": 32},
-        "train": dict({"epochs": 1, "batch_size": 2, "log_every": 1, "save_every": 1}, **train),
-    }
-    path.write_text(yaml.safe_dump(config))
+    """One epoch of 8 steps (16 training samples, batch 2) of a tiny smoother, as a config file."""
+    cfg = tiny_config(demo_root, exp_dir, "cli", seed=0, data={"repeat": 1},
+                      train={"epochs": 1, "batch_size": 2, "log_every": 1, "save_every": 1, **train})
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
     return path
 
 

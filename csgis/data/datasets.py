@@ -23,10 +23,9 @@ from torch.utils.data import Dataset
 
 from csgis import io
 from csgis.data import blend
-from csgis.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
+from csgis.data.manifest import IGNORE_INDEX, MANIFEST_NAME, ManifestError, read_manifest
 from csgis.data.transforms import CenterCrop, JointRandomTransform
 
-IGNORE_INDEX = 255
 
 
 class DatasetError(ValueError):

@@ -5,7 +5,7 @@ Layout written by both builders (dataset_utils/build_voc_smooth.py, make_demo_da
   gt/<structure>.png                 smoothing ground truth (structure image)
   over/<structure>.png               over-smoothed negative
   edge/<structure>.png               edge label of the GT, gray PNG with values 0 / 255
-  seg/<structure>.png                class indices as a palette PNG (0..C-1, 255 ignore); optional
+  seg/<structure>.png                class indices as a palette PNG (0..C-1, IGNORE_INDEX 255); optional
   textures/<texture>.png             (demo only) the gray textures, for online blending
   manifest.csv                       one row per sample: MANIFEST_COLUMNS, paths relative to the
                                      folder with '/' separators, `seg` empty when there is no label
@@ -32,6 +32,11 @@ INFO_NAME = "dataset.json"
 REQUIRED_COLUMNS = ("id", "split", "input", "gt", "edge", "seg", "over")
 MANIFEST_COLUMNS = REQUIRED_COLUMNS + ("structure", "texture")
 OUTPUT_SUBDIRS = ("input", "gt", "over", "edge", "seg", "textures")
+# Label value of pixels without a class (VOC's boundaries, photographs without labels, pixels that
+# augmentation rotated in from outside the image): ignored by the loss and the metrics.
+IGNORE_INDEX = 255
+# A sample id is "<structure>__<texture>": the structure (GT) image and the texture blended into it.
+ID_SEPARATOR = "__"
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
                "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
@@ -169,13 +174,24 @@ class SkipStructure(Exception):
     """A structure image cannot be built; args: (path, reason). The builder reports and continues."""
 
 
+def sample_id(structure: str, texture: str) -> str:
+    """The id (and input file stem) of a structure image blended with a texture."""
+    return f"{structure}{ID_SEPARATOR}{texture}"
+
+
+def split_sample_id(sample: str) -> tuple[str, str] | None:
+    """'<structure>__<texture>' -> (structure, texture); None for an id of another form."""
+    structure, sep, texture = sample.partition(ID_SEPARATOR)
+    return (structure, texture) if sep and structure and texture else None
+
+
 def structure_rows(structure_id: str, split: str, texture_names: list[str], with_seg: bool) -> list[dict]:
     """Manifest rows of one structure image and its textured inputs (paths relative to the root)."""
     rows = []
     for texture in texture_names:
         rows.append({
-            "id": f"{structure_id}__{texture}", "split": split,
-            "input": f"input/{structure_id}__{texture}.png", "gt": f"gt/{structure_id}.png",
+            "id": sample_id(structure_id, texture), "split": split,
+            "input": f"input/{sample_id(structure_id, texture)}.png", "gt": f"gt/{structure_id}.png",
             "edge": f"edge/{structure_id}.png", "seg": f"seg/{structure_id}.png" if with_seg else "",
             "over": f"over/{structure_id}.png", "structure": structure_id, "texture": texture,
         })

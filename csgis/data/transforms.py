@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from csgis.data.manifest import IGNORE_INDEX
+
 IMAGE_KEYS = ("input", "gt", "over_smoothed")
-IGNORE_INDEX = 255
 
 
 def _check_sample(sample: dict) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Training engine on CPU with a tiny smoother: artefacts, exact resume, interrupts, failures, segmentation."""
+"""Training (csgis.train) on CPU with a tiny smoother: artefacts, exact resume, interrupts, failures, segmentation."""
 import os
 import signal
 import subprocess
@@ -9,74 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from csgis import engine
-from csgis.checkpoint import load_segmenter, load_smoother, load_training_state, save_checkpoint
-from csgis.config import from_dict, load_config, to_dict
+from _helpers import TINY_ARCH, assert_same_tensors, tiny_config
+from csgis.checkpoint import load_segmenter, load_smoother, load_training_state
+from csgis.config import load_config, to_dict
+from csgis.device import amp_dtype
+from csgis.metrics import confusion_matrix, segmentation_scores
+from csgis.train import (NonFiniteLossError, RunExistsError, SegmenterCheckpointError, TrainingInterrupted, train,
+                         train_step)
+from csgis.train.state import capture_rng_state, restore_rng_state, seed_everything
+from csgis.train.tasks import freeze_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def build_demo_tiny(tmp_path_factory) -> Path:
-    """data from make_demo_data.py --size tiny, built once per session (shared by the engine tests)."""
-    root = tmp_path_factory.getbasetemp() / "demo_tiny_for_engine"
-    if not (root / "manifest.csv").is_file():
-        subprocess.run([sys.executable, str(ROOT / "dataset_utils" / "make_demo_data.py"), "--out", str(root),
-                        "--size", "tiny", "--seed", "0", "--workers", "1"],
-                       check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return build_demo_tiny(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def segmenter_file(tmp_path_factory):
-    """A random DeepLabV3+ with 6 classes in our checkpoint format (what the demo segmenter run writes)."""
-    from csgis.models.segmenter import deeplabv3plus_mobilenet
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("segmenter") / "seg.pth"
-    save_checkpoint(path, deeplabv3plus_mobilenet(num_classes=6, output_stride=16))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def quiet_torch():
-    """One thread (the machine is shared) and the global determinism switches restored afterwards."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    benchmark, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_det
-
-
-def tiny_config(demo_root, exp_dir, name, **sections):
-    """Width-4 smoother, 32 px crops, batch 4, 8 steps per epoch, every loss term but segmentation."""
-    data = {
-        "name": name, "experiments_dir": str(exp_dir), "device": "cpu", "deterministic": True, "seed": 1,
-        "model": {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1},
-        "loss": {"vgg_weights": "random", "segmentation": 0.0, "negatives": "coin"},
-        "data": {"root": str(demo_root), "patch_size": 32, "num_workers": 0, "repeat": 2, "val_crop": 32},
-        "train": {"epochs": 2, "batch_size": 4, "log_every": 2, "save_every": 1, "val_images": 2,
-                  "milestones": [1], "gamma": 0.5},
-    }
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            data.setdefault(section, {}).update(values)
-        else:
-            data[section] = values
-    return from_dict(data)
-
-
-def assert_same_tensors(a: dict, b: dict, what: str):
-    assert a.keys() == b.keys(), what
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
 
 
 def assert_same_optimizer(a: dict, b: dict):
@@ -88,7 +31,7 @@ def assert_same_optimizer(a: dict, b: dict):
 # ----------------------------------------------------------------------------- the full run
 def test_two_epoch_run_writes_every_artefact_and_lowers_the_loss(demo_root, tmp_path):
     cfg = tiny_config(demo_root, tmp_path, "full_run")
-    result = engine.train(cfg)
+    result = train(cfg)
     run = tmp_path / "full_run"
     history = result["history"]
     assert [h["epoch"] for h in history] == [1, 2] and result["global_step"] == 16  # 32 samples / 4, 2 epochs
@@ -111,7 +54,7 @@ def test_two_epoch_run_writes_every_artefact_and_lowers_the_loss(demo_root, tmp_
     assert "val epoch 2 | PSNR paper" in log and "SSIM standard" in log and "step 16" in log
 
     best = load_smoother(run / "models" / "best.pth")
-    assert best.arch == {"width": 4, "descriptor_blocks": 1, "coarse_blocks": 1, "refine_blocks": 1}
+    assert best.arch == TINY_ARCH
     assert not best.training
     best_raw = torch.load(run / "models" / "best.pth", weights_only=True)
     assert best_raw["kind"] == "smoother" and best_raw["epoch"] == result["best_epoch"]
@@ -125,9 +68,9 @@ def test_two_epoch_run_writes_every_artefact_and_lowers_the_loss(demo_root, tmp_
     assert state["scheduler"]["last_epoch"] == 2 and state["best_metric"] == pytest.approx(best_raw["metric"])
 
     # A second fresh start in the same folder is refused; --overwrite moves the old run aside.
-    with pytest.raises(engine.RunExistsError, match="already holds a run.*--resume.*--overwrite"):
-        engine.train(cfg)
-    again = engine.train(tiny_config(demo_root, tmp_path, "full_run", train={"epochs": 0}), overwrite=True)
+    with pytest.raises(RunExistsError, match="already holds a run.*--resume.*--overwrite"):
+        train(cfg)
+    again = train(tiny_config(demo_root, tmp_path, "full_run", train={"epochs": 0}), overwrite=True)
     archived = [p for p in tmp_path.iterdir() if p.name.startswith("full_run_archived_")]
     assert len(archived) == 1 and (archived[0] / "models" / "best.pth").is_file()
     assert again["global_step"] == 0 and not (run / "models" / "latest.pth").exists()
@@ -139,22 +82,22 @@ def test_resume_is_exact_at_epoch_end_and_mid_epoch(demo_root, tmp_path, segment
     # generator) and a release-mode segmenter (BN in train mode: its running stats change) all
     # take part; any RNG or state not carried over would change the weights.
     extra = {"loss": {"segmentation": 1.0}, "segmenter": {"checkpoint": str(segmenter_file), "eval_mode": False}}
-    straight = engine.train(tiny_config(demo_root, tmp_path, "straight", **extra))
+    straight = train(tiny_config(demo_root, tmp_path, "straight", **extra))
 
-    engine.train(tiny_config(demo_root, tmp_path, "split", train={"epochs": 1}, **extra))
-    split = engine.train(tiny_config(demo_root, tmp_path, "split", **extra), resume="auto")
+    train(tiny_config(demo_root, tmp_path, "split", train={"epochs": 1}, **extra))
+    split = train(tiny_config(demo_root, tmp_path, "split", **extra), resume="auto")
 
     def stop_at_step_3(ctx):
         if ctx["step"] == 3:
             os.kill(os.getpid(), signal.SIGINT)  # the engine finishes the step and saves a state
 
-    with pytest.raises(engine.TrainingInterrupted) as info:
-        engine.train(tiny_config(demo_root, tmp_path, "interrupted", **extra), step_hook=stop_at_step_3)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(demo_root, tmp_path, "interrupted", **extra), step_hook=stop_at_step_3)
     assert info.value.exit_code == 130
     mid = load_training_state(tmp_path / "interrupted" / "training_states" / "latest.state")
     assert (mid["epoch"], mid["batch_in_epoch"], mid["global_step"]) == (0, 3, 3)
     assert mid["loss_segmenter"] is not None
-    interrupted = engine.train(tiny_config(demo_root, tmp_path, "interrupted", **extra), resume="auto")
+    interrupted = train(tiny_config(demo_root, tmp_path, "interrupted", **extra), resume="auto")
 
     states = {name: load_training_state(tmp_path / name / "training_states" / "latest.state")
               for name in ("straight", "split", "interrupted")}
@@ -176,13 +119,13 @@ def test_resume_is_exact_at_epoch_end_and_mid_epoch(demo_root, tmp_path, segment
 
 def test_rng_state_round_trip():
     generator = torch.Generator().manual_seed(4)
-    saved = engine.capture_rng_state({"loss": generator})
+    saved = capture_rng_state({"loss": generator})
     import random
     import numpy as np
     first = (random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=generator)))
-    engine.seed_everything(99)
+    seed_everything(99)
     generator.manual_seed(99)
-    engine.restore_rng_state(saved, {"loss": generator})
+    restore_rng_state(saved, {"loss": generator})
     again = (random.random(), float(np.random.rand()), float(torch.rand(())), float(torch.rand((), generator=generator)))
     assert first == again
 
@@ -190,7 +133,7 @@ def test_rng_state_round_trip():
 # ----------------------------------------------------------------------------- failures
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, monkeypatch):
     cfg = tiny_config(demo_root, tmp_path, "nan", train={"epochs": 1})
-    engine.train(cfg)
+    train(cfg)
     run = tmp_path / "nan"
     good_latest = (run / "models" / "latest.pth").read_bytes()
     good_state = (run / "training_states" / "latest.state").read_bytes()
@@ -208,8 +151,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp
         return total, parts
 
     monkeypatch.setattr(CSGISLoss, "forward", poisoned)
-    with pytest.raises(engine.NonFiniteLossError) as info:
-        engine.train(tiny_config(demo_root, tmp_path, "nan", train={"epochs": 2}), resume="auto")
+    with pytest.raises(NonFiniteLossError) as info:
+        train(tiny_config(demo_root, tmp_path, "nan", train={"epochs": 2}), resume="auto")
     message = str(info.value)
     assert "non-finite loss at step 11" in message and "epoch 2" in message
     assert "l1=" in message and "contrastive=" in message and "total=nan" in message
@@ -223,8 +166,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp
 def test_missing_segmenter_checkpoint_is_one_clear_error(demo_root, tmp_path):
     cfg = tiny_config(demo_root, tmp_path, "noseg", loss={"segmentation": 1.0},
                       segmenter={"checkpoint": str(tmp_path / "nowhere.pth")})
-    with pytest.raises(engine.SegmenterCheckpointError) as info:
-        engine.train(cfg)
+    with pytest.raises(SegmenterCheckpointError) as info:
+        train(cfg)
     message = str(info.value)
     assert str(tmp_path / "nowhere.pth") in message
     assert "best_deeplabv3plus_mobilenet_voc_os16.pth" in message and "configs/demo_segmenter.yaml" in message
@@ -233,7 +176,7 @@ def test_missing_segmenter_checkpoint_is_one_clear_error(demo_root, tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys, torch
     torch.set_num_threads(1)
-    from csgis import engine
+    from csgis.train import train
     from csgis.config import from_dict
     import yaml
     cfg = from_dict(yaml.safe_load(open(sys.argv[1])))
@@ -261,7 +204,7 @@ KILL_SCRIPT = textwrap.dedent("""
         return real_save(obj, f, *args, **kwargs)
 
     os.fsync, torch.save = die_half_written, save
-    engine.train(cfg)
+    train(cfg)
     sys.exit(0)
 """)
 
@@ -284,7 +227,7 @@ def test_process_killed_while_writing_a_checkpoint_leaves_latest_loadable(demo_r
     assert raw["epoch"] == 1 and state["epoch"] == 1
     assert_same_tensors(latest.state_dict(), state["model"], "latest vs state after the kill")
     # The half-written file never took latest's name; resuming from the state finishes the run.
-    result = engine.train(tiny_config(demo_root, tmp_path, "killed", train={"save_every": 100}), resume="auto")
+    result = train(tiny_config(demo_root, tmp_path, "killed", train={"save_every": 100}), resume="auto")
     assert result["global_step"] == 16
 
 
@@ -294,7 +237,7 @@ def test_segmentation_task_writes_a_loadable_segmenter_and_logs_miou(demo_root, 
                       segmenter={"num_classes": 6, "lr": 1e-3},
                       data={"repeat": 1, "patch_size": 32},
                       train={"epochs": 1, "max_iters_per_epoch": 2, "batch_size": 2})
-    result = engine.train(cfg)
+    result = train(cfg)
     run = tmp_path / "seg"
     assert result["best_key"] == "miou" and result["global_step"] == 2
     miou = result["history"][0]["val"]["miou"]
@@ -309,9 +252,9 @@ def test_segmentation_task_writes_a_loadable_segmenter_and_logs_miou(demo_root, 
 def test_confusion_matrix_and_miou_on_known_numbers():
     label = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
     pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
-    cm = engine.confusion_matrix(pred, label, 3)
+    cm = confusion_matrix(pred, label, 3)
     assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    scores = engine.segmentation_scores(cm)
+    scores = segmentation_scores(cm)
     # IoU: class 0 = 1/(2+2-1), class 1 = 2/(2+3-2), class 2 = 1/(2+1-1)
     assert scores["iou_00"] == pytest.approx(1 / 3) and scores["iou_01"] == pytest.approx(2 / 3)
     assert scores["iou_02"] == pytest.approx(1 / 2)
@@ -325,8 +268,8 @@ def test_freeze_bn_keeps_running_statistics_and_trains_the_affine_parameters(dem
     def batchnorms(model):
         return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
-    frozen = engine.train(tiny_config(demo_root, tmp_path, "frozen", train={"epochs": 1, "freeze_bn": True}))
-    plain = engine.train(tiny_config(demo_root, tmp_path, "plain", train={"epochs": 1}))
+    frozen = train(tiny_config(demo_root, tmp_path, "frozen", train={"epochs": 1, "freeze_bn": True}))
+    plain = train(tiny_config(demo_root, tmp_path, "plain", train={"epochs": 1}))
     assert frozen["global_step"] == plain["global_step"] == 8
     assert "BatchNorm frozen (train.freeze_bn)" in (tmp_path / "frozen" / "train.log").read_text()
     f_model = load_smoother(tmp_path / "frozen" / "models" / "latest.pth")
@@ -342,16 +285,16 @@ def test_freeze_bn_keeps_running_statistics_and_trains_the_affine_parameters(dem
     assert any(not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) for bn in batchnorms(p_model))
     # A module put back in train mode by the loop is frozen again by the helper.
     p_model.train()
-    assert engine.freeze_batchnorm(p_model) == len(batchnorms(p_model))
+    assert freeze_batchnorm(p_model) == len(batchnorms(p_model))
     assert p_model.training and not any(bn.training for bn in batchnorms(p_model))
 
 
 def test_amp_bf16_runs_the_forward_in_bfloat16_on_cpu_and_keeps_float32_weights(demo_root, tmp_path):
     """amp=bf16 is honoured on CPU (autocast forward, float32 loss and weights); fp16 stays CUDA-only."""
     cpu = torch.device("cpu")
-    assert engine.amp_dtype("bf16", cpu) is torch.bfloat16
-    assert engine.amp_dtype("fp16", cpu) is None and engine.amp_dtype("off", cpu) is None
-    assert engine.amp_dtype("fp16", torch.device("cuda")) is torch.float16
+    assert amp_dtype("bf16", cpu) is torch.bfloat16
+    assert amp_dtype("fp16", cpu) is None and amp_dtype("off", cpu) is None
+    assert amp_dtype("fp16", torch.device("cuda")) is torch.float16
 
     from csgis.models.smoother import Smoother
     torch.manual_seed(0)
@@ -368,11 +311,11 @@ def test_amp_bf16_runs_the_forward_in_bfloat16_on_cpu_and_keeps_float32_weights(
         loss = (out.prediction - batch["gt"]).abs().mean()
         return loss, {"l1": loss.detach()}
 
-    parts = engine.train_step(model, {"input": x, "gt": gt}, criterion, optimizer, autocast_dtype=torch.bfloat16)
+    parts = train_step(model, {"input": x, "gt": gt}, criterion, optimizer, autocast_dtype=torch.bfloat16)
     assert seen == [torch.bfloat16] and torch.isfinite(torch.tensor(parts["l1"]))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
 
-    result = engine.train(tiny_config(demo_root, tmp_path, "bf16", amp="bf16", train={"epochs": 1}))
+    result = train(tiny_config(demo_root, tmp_path, "bf16", amp="bf16", train={"epochs": 1}))
     assert result["global_step"] == 8
     assert "amp bf16" in (tmp_path / "bf16" / "train.log").read_text()
