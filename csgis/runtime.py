@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import platform
 import sys
 from typing import Callable, Sequence
 
@@ -50,3 +51,15 @@ def parallel_map(function: Callable, jobs: Sequence, workers: int = 1, desc: str
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, initializer=initializer, mp_context=context) as pool:
         return list(tqdm(pool.map(function, jobs, chunksize=1), **bar))
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,36 +1,26 @@
-"""Generate docs/RESULTS.md: the demo-scale results report, every number computed by this script.
+"""Write a results report (docs/RESULTS.md, docs/results.json) from a report definition.
 
-    python scripts/make_report.py                      # everything: train what is missing, score, write
-    python scripts/make_report.py --seeds 0 1 --workers 2 --experiments experiments/report --out docs
+    python scripts/make_report.py                                  # configs/reports/demo.yaml
+    python scripts/make_report.py --config configs/reports/demo.yaml --rows full full_8x --no-train
 
-Steps (each one resumes: finished work is read back from its files, interrupted training continues):
-  1. the demo dataset (data/demo; built by dataset_utils/make_demo_data.py when missing);
-  2. the four ablations of configs/demo.yaml (baseline, +contrastive, +semantic, full: SPEC 3) for
-     every seed, one `python train.py --config configs/demo.yaml --resume ...` run each, in
-     <experiments>/<ablation>_s<seed>; same steps, data and width for all of them; for the first
-     seed also the full model with train-mode BatchNorm and with 2x, 4x and 8x the steps (epochs
-     and LR milestones of the config scaled), and for every seed with ten times the config's
-     semantic weight;
-  3. every run's final weights (models/latest.pth after the whole budget) smoothed over the test
-     split and scored in both metric conventions (<run>/test_metrics_latest.json); its best.pth
-     (chosen by validation SSIM during training) is scored too, for reference;
-  4. the classical smoothers of scripts/baselines.py, parameters chosen on the validation split
-     (<experiments>/baselines.json);
-  5. per-image scores grouped by kind of image (photo / scene) and by seen vs test-only texture,
-     and the full model (first seed; 1x to 8x) on its own training split
-     (<run>/train_metrics_latest.json); the full model's test scores against training length,
-     with the longest run's periodic checkpoints at whole multiples of the 1x budget
-     (<run>/test_metrics_epoch_NNNN.json);
-  6. the segmenter of the demo config: mIoU on the test split's shape labels;
-  7. a comparison grid (input, classical smoothers, ours = the longest-trained full model of the
-     first seed, GT) -> <out>/results_grid.png;
-  8. <out>/RESULTS.md and <out>/results.json.
-The report gives two verdicts: the full model at the ablation budget (seed mean), and the
-longest-trained full model (1x to 8x, first seed), each against every classical smoother in PSNR
-and SSIM, both conventions. It also names the run whose final weights are the shipped smoother.
-Exit status: 0 when the report was written and the longest-trained full model beats every
-classical smoother; 1 when a run failed or it does not (the report is still written and says so);
-2 on bad arguments.
+The report is data: its rows (training config, overrides, seeds, step scale) and what to compare
+live in one YAML file (`--config`, see configs/reports/demo.yaml). The script works in three steps,
+each of which resumes (finished work is read back from its files):
+  1. plan     every row x seed is a run <experiments>/<row>_s<seed>, trained by
+              `python train.py --config <row config> --resume name=... seed=... <overrides>`;
+  2. collect  runs are read from their config.yaml and metrics.jsonl (never from training
+              states); their final weights (models/latest.pth) and best.pth are scored on the test
+              split in both metric conventions, cached in <run>/test_metrics_<weights>.json; the
+              classical smoothers get parameters chosen on the validation split (cached in
+              <experiments>/baselines.json); per-image scores are grouped by kind of image and by
+              seen / test-only texture; the segmenter's mIoU; a comparison grid;
+  3. write    <out>/results.json, and the tables of <out>/RESULTS.md. Everything below the notes
+              marker in RESULTS.md is written by people and kept as it is.
+A run whose config.yaml differs from what its row asks for now (a config edited after training)
+is never mixed in: it is reported missing until --retrain-stale retrains it (train.py --overwrite
+moves the old folder to <run>_archived_<time>).
+Exit status: 0 when the report holds every planned run; 1 when it was written without some
+(failed, unfinished or stale: listed in it); 2 on bad arguments or a bad report definition.
 """
 from __future__ import annotations
 
@@ -43,158 +33,189 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import yaml
 
 from csgis import evaluation
+from csgis.config import ConfigError, flatten, load_config
+from csgis.data.manifest import read_dataset_info, read_manifest, split_sample_id
 from csgis.io import read_image, write_image, write_text
+from csgis.metrics import mean_std
+from csgis.train import read_metrics
 
-# name -> (title, config overrides on top of configs/demo.yaml)
-ABLATIONS = {
-    "baseline": ("baseline (L1 + SSIM + edge)", ["loss.contrastive=0", "loss.segmentation=0"]),
-    "contrastive": ("+ contrastive", ["loss.segmentation=0"]),
-    "semantic": ("+ semantic", ["loss.contrastive=0"]),
-    "full": ("full (+ contrastive + semantic)", []),
-    # The paper's train-mode BatchNorm at the demo budget (first seed only): why demo.yaml freezes BN.
-    "full_trainbn": ("full, train-mode BatchNorm (paper)", ["train.freeze_bn=false"]),
-    # Two, four and eight times the budget (first seed only; epochs and LR milestones of the config
-    # scaled, see STEP_SCALE): how much of the gap to the classical smoothers is training time.
-    "full_2x": ("full, 2x the steps (epochs and LR milestones doubled)", []),
-    "full_4x": ("full, 4x the steps (epochs and LR milestones x4)", []),
-    "full_8x": ("full, 8x the steps (epochs and LR milestones x8)", []),
-    # Ten times the config's semantic weight (0.1, the demo's earlier setting; both seeds): what the
-    # weak demo segmenter costs.
-    "full_seg10x": ("full, λs x 10", []),
-}
-STEP_SCALE = {"full_2x": 2, "full_4x": 4, "full_8x": 8}
-FIRST_SEED_ONLY = {"full_trainbn", "full_2x", "full_4x", "full_8x"}
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PLAN = "configs/reports/demo.yaml"
 METRICS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
-GRID_FILTERS = ("l0", "rtv", "bf", "fgs")
+NOTES_MARKER = "<!-- notes: everything below this line is written by people; make_report.py keeps it -->"
+# Config keys that only say where a run lives, not what it trains.
+NOT_TRAINING_KEYS = ("name", "experiments_dir", "resume")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/demo.yaml", help="smoothing config the ablations start from")
-    p.add_argument("--data", default="data/demo", help="demo dataset folder (built when missing)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per ablation (default: 0 1)")
-    p.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
-    p.add_argument("--experiments", default="experiments/report", help="folder of the training runs")
-    p.add_argument("--out", default="docs", help="where RESULTS.md, results.json and results_grid.png go")
-    p.add_argument("--workers", type=int, default=2, help="processes for the classical smoothers")
-    p.add_argument("--filters", default="", help="comma-separated classical smoothers (default: all of "
-                   "csgis.filters.FILTERS)")
-    p.add_argument("--grid-rows", type=int, default=5, help="test images in the comparison grid")
-    p.add_argument("--shipped", default="weights/demo_smoother.pth",
-                   help="the shipped smoother; the report names the run whose final weights it is")
-    p.add_argument("--no-train", action="store_true",
-                   help="do not train: report only the runs that have finished")
-    p.add_argument("--retrain-stale", action="store_true",
-                   help="retrain runs whose saved config differs from what the report asks for now "
-                        "(train.py --overwrite: the old run folder is moved to <run>_archived_<time>); "
-                        "without it such runs are left alone and reported as missing")
-    args = p.parse_args(argv)
-    if not args.seeds:
-        p.error("--seeds needs at least one seed")
-    return args
+class ReportError(ValueError):
+    """The report definition or the arguments are unusable (the message names the file and key)."""
 
 
-def _python() -> str:
-    return sys.executable
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Row:
+    name: str
+    title: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    step_scale: int = 1
+    seeds: str = "all"          # all | first
+
+    @property
+    def path(self) -> str:
+        """The config file; a relative path is relative to the repository root."""
+        return self.config if os.path.isabs(self.config) else str(ROOT / self.config)
 
 
-def _run(cmd: list[str]) -> int:
-    print("$ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=ROOT)
+@dataclass
+class Plan:
+    path: str
+    data: str
+    experiments: str
+    out: str
+    shipped: str
+    seeds: list[int]
+    rows: list[Row]
+    filters: list[str]
+    select_on: str = "val"
+    verdicts: list[str] = field(default_factory=list)
+    training_length: list[str] = field(default_factory=list)
+    train_split: list[str] = field(default_factory=list)
+    segmenter: str = ""
+    grid: dict = field(default_factory=dict)
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
 
 
+def load_plan(path: str) -> Plan:
+    """Read and check a report definition; ReportError naming the file and the key otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ReportError(f"report definition {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ReportError(f"report definition {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list) or not raw["rows"]:
+        raise ReportError(f"{path}: a report definition needs a list of 'rows' (is it a training config? "
+                          f"the report definitions are in configs/reports/)")
+    known = {"data", "experiments", "out", "shipped", "seeds", "baselines", "verdicts", "training_length",
+             "train_split", "segmenter", "grid", "rows"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ReportError(f"{path}: unknown key(s) {unknown}")
+    rows = []
+    for i, entry in enumerate(raw["rows"]):
+        where = f"{path}: rows[{i}]"
+        if not isinstance(entry, dict) or not {"name", "config"} <= set(entry):
+            raise ReportError(f"{where} needs at least 'name' and 'config'")
+        extra = sorted(set(entry) - {f.name for f in Row.__dataclass_fields__.values()})
+        if extra:
+            raise ReportError(f"{where} ({entry['name']}): unknown key(s) {extra}")
+        row = Row(**{"title": entry["name"], **entry})
+        if not isinstance(row.step_scale, int) or row.step_scale < 1 or row.seeds not in ("all", "first") \
+                or not isinstance(row.overrides, list):
+            raise ReportError(f"{where} ({row.name}): step_scale must be an integer >= 1, seeds 'all' or "
+                              f"'first', overrides a list of key=value")
+        rows.append(row)
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        raise ReportError(f"{path}: row names repeat: {names}")
+    baselines = raw.get("baselines") or {}
+    plan = Plan(path=path, data=str(raw.get("data", "data/demo")), experiments=str(raw.get("experiments", "experiments/report")),
+                out=str(raw.get("out", "docs")), shipped=str(raw.get("shipped", "")),
+                seeds=list(raw.get("seeds", [0])), rows=rows, filters=list(baselines.get("filters") or []),
+                select_on=str(baselines.get("select_on", "val")), verdicts=list(raw.get("verdicts") or []),
+                training_length=list(raw.get("training_length") or []),
+                train_split=list(raw.get("train_split") or []), segmenter=str(raw.get("segmenter") or ""),
+                grid=dict(raw.get("grid") or {}))
+    named = [*plan.verdicts, *plan.training_length, *plan.train_split,
+             *([plan.segmenter] if plan.segmenter else []), *([plan.grid["run"]] if plan.grid.get("run") else [])]
+    missing = sorted({n for n in named if n not in names})
+    if missing:
+        raise ReportError(f"{path}: names rows that it does not define: {missing}")
+    return plan
+
+
+@dataclass
+class Run:
+    """One training run of the plan: a row at one seed."""
+    row: Row
+    seed: int
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+
+def run_overrides(run: Run, plan: Plan) -> list[str]:
+    """The train.py overrides of a run on top of its row's config file."""
+    out = [f"name={run.name}", f"seed={run.seed}", f"experiments_dir={plan.experiments}", *run.row.overrides]
+    if run.row.step_scale != 1:
+        base = load_config(run.row.path, run.row.overrides).train
+        out += [f"train.epochs={base.epochs * run.row.step_scale}",
+                f"train.milestones={[m * run.row.step_scale for m in base.milestones]}"]
+    return out
+
+
+def planned_runs(plan: Plan) -> list[Run]:
+    return [Run(row, seed, ROOT / plan.experiments / f"{row.name}_s{seed}")
+            for seed in plan.seeds for row in plan.rows if row.seeds == "all" or seed == plan.seeds[0]]
+
+
+# ----------------------------------------------------------------------------- run
+def stale_keys(run: Run, plan: Plan) -> list[str]:
+    """'<key>: <trained> -> <asked now>' for every training setting on which the run's config.yaml
+    differs from what its row gives now ([] for a run without config.yaml)."""
+    saved = run.dir / "config.yaml"
+    if not saved.is_file():
+        return []
+    have = flatten(load_config(saved))
+    want = flatten(load_config(run.row.path, run_overrides(run, plan)))
+    return [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items()
+            if have.get(k) != v and k not in NOT_TRAINING_KEYS]
+
+
+def finished(run: Run) -> bool:
+    rows = read_metrics(run.dir / "metrics.jsonl")
+    saved = run.dir / "config.yaml"
+    return bool(rows) and saved.is_file() and rows[-1]["epoch"] >= load_config(saved).train.epochs
+
+
+def train_runs(plan: Plan, runs: list[Run], retrain_stale: bool) -> list[str]:
+    """Train what is missing or unfinished (the first row first: it is the one that ships) -> failed runs.
+
+    `train.py --resume` also writes metrics.jsonl for a run from before it existed, from its state.
+    """
+    failed = []
+    for run in sorted(runs, key=lambda r: (plan.seeds.index(r.seed), plan.verdicts[:1] != [r.row.name])):
+        stale = stale_keys(run, plan)
+        if (stale and not retrain_stale) or (finished(run) and not stale):
+            continue
+        command = [sys.executable, "train.py", "--config", run.row.path, "--overwrite" if stale else "--resume",
+                   *run_overrides(run, plan)]
+        print("$ " + " ".join(command), flush=True)
+        if subprocess.call(command, cwd=ROOT) != 0:
+            failed.append(run.name)
+    return failed
+
+
+# ----------------------------------------------------------------------------- collect
 def _read_json(path: Path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
 def _write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
-
-
-# ----------------------------------------------------------------------------- training runs
-def run_name(ablation: str, seed: int) -> str:
-    return f"{ablation}_s{seed}"
-
-
-def run_overrides(ablation: str, seed: int, experiments: str, cfg) -> list[str]:
-    """train.py overrides of one run on top of the report's config `cfg`."""
-    scale = STEP_SCALE.get(ablation, 1)
-    derived = [] if scale == 1 else [f"train.epochs={cfg.train.epochs * scale}",
-                                     f"train.milestones={[m * scale for m in cfg.train.milestones]}"]
-    if ablation == "full_seg10x":
-        derived.append(f"loss.segmentation={cfg.loss.segmentation * 10:g}")
-    return [f"name={run_name(ablation, seed)}", f"seed={seed}", f"experiments_dir={experiments}",
-            *ABLATIONS[ablation][1], *derived]
-
-
-def run_state(run_dir: Path) -> dict | None:
-    """The run's training state (None when it has none yet)."""
-    from csgis.checkpoint import load_training_state
-    path = run_dir / "training_states" / "latest.state"
-    return load_training_state(path) if path.is_file() else None
-
-
-def finished(state: dict | None) -> bool:
-    return bool(state) and state["epoch"] >= state["config"]["train"]["epochs"]
-
-
-def stale_keys(state: dict | None, args, ablation: str, seed: int, cfg) -> list[str]:
-    """Config keys on which a run's saved config differs from the one the report would train now
-    from `cfg` (the config file edited after the run, e.g. a loss weight): '<key>: <run> -> <now>'."""
-    from csgis.config import flatten, from_dict, load_config
-    if not state:
-        return []
-    want = load_config(args.config, run_overrides(ablation, seed, args.experiments, cfg))
-    have, now = flatten(from_dict(state["config"])), flatten(want)
-    # The run's name only names its folder; it does not change what is trained.
-    return [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in now.items() if have.get(k) != v and k != "name"]
-
-
-def planned_runs(args) -> list[tuple[str, int]]:
-    return [(a, s) for s in args.seeds for a in args.ablations if s == args.seeds[0] or a not in FIRST_SEED_ONLY]
-
-
-def train_runs(args, cfg) -> list[str]:
-    failed = []
-    # The full model first: it is the one that ships.
-    for ablation, seed in sorted(planned_runs(args), key=lambda r: (args.seeds.index(r[1]), r[0] != "full")):
-        run_dir = ROOT / args.experiments / run_name(ablation, seed)
-        state = run_state(run_dir)
-        stale = stale_keys(state, args, ablation, seed, cfg)
-        if stale and not args.retrain_stale:
-            continue  # reported as stale by main()
-        if finished(state) and not stale:
-            continue
-        cmd = [_python(), "train.py", "--config", args.config, "--overwrite" if stale else "--resume",
-               *run_overrides(ablation, seed, args.experiments, cfg)]
-        if _run(cmd) != 0:
-            failed.append(run_name(ablation, seed))
-    return failed
-
-
-def run_summary(state: dict, run_dir: Path) -> dict:
-    """Training facts of a finished run, from its training state."""
-    from csgis.train import read_metrics
-    history = read_metrics(run_dir / "metrics.jsonl")
-    cfg = state["config"]
-    return {
-        "steps": state["global_step"],
-        "epochs": state["epoch"],
-        "train_seconds": float(sum(r["seconds"] for r in history)),
-        "best_epoch": state["best_epoch"],
-        "best_val_ssim_paper": state["best_metric"],
-        "batch_size": cfg["train"]["batch_size"],
-        "patch_size": cfg["data"]["patch_size"],
-        "loss": {k: cfg["loss"][k] for k in ("contrastive", "segmentation")},
-        "freeze_bn": cfg["train"].get("freeze_bn", False),
-        "val_curve": [[r["step"], r["val"]["psnr_paper"], r["val"]["ssim_paper"]] for r in history if "val" in r],
-    }
+    write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _slim(rows: list[dict]) -> list[dict]:
@@ -203,8 +224,8 @@ def _slim(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def score_run(run_dir: Path, data: str, save: bool, which: str = "latest", split: str = "test") -> dict:
-    """Metrics of <run>/models/<which>.pth on a split (per image too), cached in
+def score_run(run_dir: Path, data: str, which: str = "latest", split: str = "test", save: bool = False) -> dict:
+    """Scores of <run>/models/<which>.pth on a split (per image too), cached in
     <run>/<split>_metrics_<which>.json; save: predictions in <run>/<split>_predictions_<which>/."""
     cache = run_dir / f"{split}_metrics_{which}.json"
     weights = run_dir / "models" / f"{which}.pth"
@@ -220,639 +241,501 @@ def score_run(run_dir: Path, data: str, save: bool, which: str = "latest", split
     return report
 
 
-# ----------------------------------------------------------------------------- other parts
-def baselines(args) -> dict:
-    from csgis.filters import FILTERS
-
-    wanted = [f for f in args.filters.split(",") if f] or list(FILTERS)
-    cache = ROOT / args.experiments / "baselines.json"
+def baselines(plan: Plan, data: str, filters: list[str], workers: int) -> dict:
+    cache = ROOT / plan.experiments / "baselines.json"
     if cache.is_file():
         cached = _read_json(cache)
-        if sorted(cached["filters"]) == sorted(wanted) and cached["data"] == str(args.data) and "images" in cached:
+        if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached:
             return cached
-    report = evaluation.run_baselines(args.data, "test", "val", filters=wanted, workers=args.workers,
-                                      progress=True)
+    report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True)
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
 
 
-def image_group(image_id: str, test_only: set[str]) -> list[str]:
-    """Groups of a demo image id '<structure>__<texture>': its kind (photo/scene: the structure name
-    without digits) and whether its texture is seen in training; [] for other ids."""
-    structure, sep, texture = image_id.partition("__")
-    if not sep:
+def image_groups(image_id: str, test_only: set[str]) -> list[str]:
+    """A demo image's groups: its kind (photo/scene: the structure name without digits) and whether
+    its texture is seen in training; [] for ids of another form."""
+    parts = split_sample_id(image_id)
+    if parts is None:
         return []
-    kind = structure.rstrip("0123456789")
-    return [kind, "test-only textures" if texture in test_only else "seen textures"]
+    structure, texture = parts
+    return [structure.rstrip("0123456789"), "test-only textures" if texture in test_only else "seen textures"]
 
 
 def by_group(rows: list[dict], method: str, test_only: set[str]) -> dict:
-    """{group: {n, psnr_paper, ssim_paper}} means of one method's per-image rows."""
+    """{group: {n, psnr_paper, ssim_paper}}: means of one method's per-image rows."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r["method"] == method:
-            for g in image_group(r["name"], test_only):
+            for g in image_groups(r["name"], test_only):
                 groups.setdefault(g, []).append(r)
     return {g: {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in ("psnr_paper", "ssim_paper")}}
             for g, rs in groups.items()}
 
 
-def group_table(runs: dict, base: dict, test_only: set[str]) -> dict:
-    """{row label: {group: {n, psnr_paper, ssim_paper}}} for input, the classical smoothers and the
-    ablations (mean over seeds of each seed's group mean)."""
-    table = {"input": by_group(base["images"], evaluation.INPUT_ROW, test_only)}
-    for name in base["filters"]:
-        table[name.upper()] = by_group(base["images"], name, test_only)
-    for ablation in ABLATIONS:
-        per_seed = [by_group(r["test_images"], run_name(a, s), test_only)
-                    for (a, s), r in runs.items() if a == ablation]
-        if per_seed:
-            table[ablation] = {g: {"n": per_seed[0][g]["n"],
-                                   **{k: sum(p[g][k] for p in per_seed) / len(per_seed)
-                                      for k in ("psnr_paper", "ssim_paper")}}
-                               for g in per_seed[0]}
-    return table
+def mean_over(cells: list[dict]) -> dict:
+    """Group cells of several seeds -> one cell per group (mean over seeds of each seed's group mean)."""
+    return {g: {"n": cells[0][g]["n"], **{k: sum(c[g][k] for c in cells) / len(cells)
+                                           for k in ("psnr_paper", "ssim_paper")}} for g in cells[0]}
 
 
-LONGER_RUNS = ("full", "full_2x", "full_4x", "full_8x")  # same config, 1x / 2x / 4x / 8x the steps
+def run_record(run: Run, data: str) -> dict:
+    """What the report knows of a finished run: its training (from metrics.jsonl) and its test scores."""
+    rows = read_metrics(run.dir / "metrics.jsonl")
+    validated = [r for r in rows if "val" in r]
+    best = max(validated, key=lambda r: r["val"]["ssim_paper"], default=None)  # first of equals, as training
+    test = score_run(run.dir, data, "latest")
+    return {
+        "row": run.row.name, "seed": run.seed,
+        "train": {"steps": rows[-1]["step"], "epochs": rows[-1]["epoch"],
+                  "train_seconds": float(sum(r["seconds"] for r in rows)),
+                  "best_epoch": best["epoch"] if best else None,
+                  "best_val_ssim_paper": best["val"]["ssim_paper"] if best else None,
+                  "val_curve": [[r["step"], r["val"]["psnr_paper"], r["val"]["ssim_paper"]] for r in validated]},
+        "test": test["methods"][run.name],
+        "test_best": score_run(run.dir, data, "best")["methods"][run.name] if best else None,
+        "images": test["images"],
+    }
 
 
-def lr_after(train_cfg: dict, epoch: int) -> float:
-    """The MultiStepLR learning rate in force after `epoch` epochs."""
-    return train_cfg["lr"] * train_cfg["gamma"] ** sum(1 for m in train_cfg["milestones"] if m <= epoch)
-
-
-def budget_curve(args, runs: dict) -> list[dict]:
-    """Test scores of the full model (first seed) against training length: the end of each of the 1x /
-    2x / 4x / 8x runs, and inside the longest one its periodic checkpoints at whole multiples of the 1x
-    budget (models/epoch_NNNN.pth, scored and cached like the final weights)."""
-    seed = args.seeds[0]
-    present = [a for a in LONGER_RUNS if (a, seed) in runs]
-    if len(present) < 2:
-        return []
-    rows = []
-    train_cfgs = {a: run_state(ROOT / args.experiments / run_name(a, seed))["config"]["train"] for a in present}
-    base_epochs = runs[(present[0], seed)]["train"]["epochs"]
-    longest = present[-1]
-    run_dir = ROOT / args.experiments / run_name(longest, seed)
-    train_cfg = train_cfgs[longest]
-    per_epoch = runs[(longest, seed)]["train"]["steps"] // runs[(longest, seed)]["train"]["epochs"]
-    for epoch in range(base_epochs, runs[(longest, seed)]["train"]["epochs"], base_epochs):
-        weights = run_dir / "models" / f"epoch_{epoch:04d}.pth"
-        if not weights.is_file():
-            continue
-        m = score_run(run_dir, args.data, False, weights.stem)["methods"][run_dir.name]
-        rows.append({"run": longest, "checkpoint": weights.stem, "steps": epoch * per_epoch,
-                     "lr": lr_after(train_cfg, epoch), "final": False,
-                     **{k: m[k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
-    for ablation in present:
-        r = runs[(ablation, seed)]
-        rows.append({"run": ablation, "checkpoint": "latest", "steps": r["train"]["steps"],
-                     "lr": lr_after(train_cfgs[ablation], r["train"]["epochs"]), "final": True,
-                     **{k: r["test"][k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
-    return sorted(rows, key=lambda row: (row["steps"], row["final"]))
-
-
-def segmenter_miou(config, data: str) -> dict:
-    """mIoU of the config's loss segmenter on the test split's GT images (full size)."""
-    data_cfg = copy.deepcopy(config.data)  # the caller's config stays as it is
-    data_cfg.root = data
-    return evaluation.evaluate_segmenter(config.segmenter.checkpoint, data_cfg, "test",
-                                         config.segmenter.output_stride, config.loss.seg_normalize)
-
-
-def longest_full(args, runs: dict) -> str | None:
-    """The longest-trained finished full-model run of the first seed (LONGER_RUNS order)."""
-    present = [a for a in LONGER_RUNS if (a, args.seeds[0]) in runs]
-    return present[-1] if present else None
-
-
-def shipped_run(args, runs: dict) -> str | None:
-    """The run (name) whose final weights are byte for byte the shipped smoother, if any."""
-    shipped = ROOT / args.shipped
-    if not shipped.is_file():
-        return None
-    for ablation, seed in runs:
-        latest = ROOT / args.experiments / run_name(ablation, seed) / "models" / "latest.pth"
-        if latest.is_file() and filecmp.cmp(latest, shipped, shallow=False):
-            return run_name(ablation, seed)
-    return None
-
-
-def comparison_grid(args, filters: dict, ours_dir: Path, out: Path, ours_title: str) -> list[str]:
-    """Rows: input | classical smoothers (validated parameters) | ours | GT, for a few test images."""
-    from csgis.data.manifest import read_manifest
-    from csgis.filters import apply_filter
-    from csgis.visualize import image_grid, pick_samples
-
-    root = Path(args.data)
-    chosen = pick_samples(read_manifest(root, "test"), args.grid_rows, seed=0)
-    names = [f for f in GRID_FILTERS if f in filters]
-    rows = []
-    for row in chosen:
-        textured = read_image(root / row["input"])
-        cells = [textured] + [apply_filter(f, textured, **filters[f]["params"]) for f in names]
-        cells += [read_image(ours_dir / f"{row['id']}.png"), read_image(root / row["gt"])]
-        rows.append(cells)
-    titles = ["input"] + [f"{f.upper()}" for f in names] + [ours_title, "GT"]
-    write_image(out, image_grid(rows, 200, titles))
-    return [r["id"] for r in chosen]
-
-
-# ----------------------------------------------------------------------------- the report
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def aggregate(runs: dict) -> dict:
-    """{ablation: {metric: (mean, std over seeds), train_seconds: (mean, std), seeds: [...]}}."""
+def aggregate(plan: Plan, records: dict[str, dict]) -> dict:
+    """{row: {seeds, steps, <metric>: (mean, std over seeds), train_seconds: (mean, std)}}."""
     out = {}
-    for ablation in ABLATIONS:
-        seeds = sorted(s for (a, s) in runs if a == ablation)
-        if not seeds:
+    for row in plan.rows:
+        rs = [r for r in records.values() if r["row"] == row.name]
+        if not rs:
             continue
-        entry = {"seeds": seeds}
+        entry = {"seeds": sorted(r["seed"] for r in rs), "steps": rs[0]["train"]["steps"]}
         for key in METRICS:
-            entry[key] = _mean_std([runs[(ablation, s)]["test"][key]["mean"] for s in seeds])
-        entry["train_seconds"] = _mean_std([runs[(ablation, s)]["train"]["train_seconds"] for s in seeds])
-        entry["steps"] = runs[(ablation, seeds[0])]["train"]["steps"]
-        out[ablation] = entry
+            entry[key] = mean_std([r["test"][key]["mean"] for r in rs], ddof=1)
+        entry["train_seconds"] = mean_std([r["train"]["train_seconds"] for r in rs], ddof=1)
+        out[row.name] = entry
     return out
 
 
-def _f(v: float, digits: int) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+def shortfalls(entry: dict, base: dict) -> list[str]:
+    """Every (smoother, metric) where a row's seed mean does not beat a classical smoother ([] = beats all)."""
+    return [f"{name} {key} ({f['metrics'][key]['mean']:.4f} >= {entry[key][0]:.4f})"
+            for name, f in base["filters"].items() for key in METRICS if entry[key][0] <= f["metrics"][key]["mean"]]
 
 
-def _pm(pair, digits: int, show_std: bool) -> str:
-    mean, std = pair
-    return _f(mean, digits) + (f" ± {_f(std, digits)}" if show_std else "")
+def training_length(plan: Plan, records: dict[str, dict], data: str) -> list[dict]:
+    """Test scores (first seed) against training steps: the final weights of each training_length row,
+    and inside the longest one its periodic checkpoints at whole multiples of the first row's epochs."""
+    seed = plan.seeds[0]
+    present = [name for name in plan.training_length if f"{name}_s{seed}" in records]
+    if len(present) < 2:
+        return []
+    rows = []
+    longest = ROOT / plan.experiments / f"{present[-1]}_s{seed}"
+    epochs = {r["epoch"]: r for r in read_metrics(longest / "metrics.jsonl")}
+    step_epochs = records[f"{present[0]}_s{seed}"]["train"]["epochs"]
+    for epoch in range(step_epochs, max(epochs), step_epochs):
+        weights = longest / "models" / f"epoch_{epoch:04d}.pth"
+        if weights.is_file() and epoch in epochs:
+            m = score_run(longest, data, weights.stem)["methods"][longest.name]
+            rows.append({"run": longest.name, "weights": weights.stem, "steps": epochs[epoch]["step"],
+                         "lr": epochs[epoch]["lr"], "final": False,
+                         **{k: m[k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
+    for name in present:
+        run_dir = ROOT / plan.experiments / f"{name}_s{seed}"
+        last = read_metrics(run_dir / "metrics.jsonl")[-1]
+        test = records[run_dir.name]["test"]
+        rows.append({"run": run_dir.name, "weights": "latest", "steps": last["step"], "lr": last["lr"], "final": True,
+                     **{k: test[k]["mean"] for k in ("psnr_paper", "ssim_paper")}})
+    return sorted(rows, key=lambda r: (r["steps"], r["final"]))
 
 
-def beats_all(full: dict, base: dict) -> tuple[bool, list[str]]:
-    """Does the full model's seed-mean beat every classical smoother in PSNR and SSIM (both conventions)?"""
-    losses = []
-    for name, f in base["filters"].items():
-        for key in METRICS:
-            if full[key][0] <= f["metrics"][key]["mean"]:
-                losses.append(f"{name} {key} ({_f(f['metrics'][key]['mean'], 4)} >= {_f(full[key][0], 4)})")
-    return not losses, losses
+def shipped_run(plan: Plan, shipped: str, records: dict[str, dict]) -> str | None:
+    """The run whose final weights are byte for byte the shipped smoother, if any."""
+    path = ROOT / shipped if shipped else None
+    if path is None or not path.is_file():
+        return None
+    for name in records:
+        latest = ROOT / plan.experiments / name / "models" / "latest.pth"
+        if latest.is_file() and filecmp.cmp(latest, path, shallow=False):
+            return name
+    return None
 
 
-def _ps(cell: dict, unit: str = " dB") -> str:
-    return f"{cell['psnr_paper']:.2f}{unit} / {cell['ssim_paper']:.4f}"
+def comparison_grid(plan: Plan, data: str, filters: dict, run_name: str, out: Path) -> list[str]:
+    """Rows: input | classical smoothers (validated parameters) | the run's prediction | GT."""
+    from csgis.filters import apply_filter
+    from csgis.visualize import image_grid, pick_samples
 
-
-def kind_sentence(groups: dict, base: dict, label: str) -> list[str]:
-    """One sentence: run `label` against the best classical smoother (PSNR) on each kind of test image."""
-    cells = groups.get(label, {})
-    parts = []
-    for kind in (g for g in cells if "textures" not in g):
-        best = max(base["filters"], key=lambda n: groups[n.upper()][kind]["psnr_paper"])
-        parts.append(f"on the {cells[kind]['n']} {kind} images it scores {_ps(cells[kind])} against "
-                     f"{_ps(groups[best.upper()][kind])} for the best classical smoother there, {best.upper()}")
-    return ["By kind of test image (table below), " + "; ".join(parts) + "."] if parts else []
-
-
-def why_groups(groups: dict, base: dict) -> list[str]:
-    """Sentences on where the full model loses: kind of image, seen vs test-only textures, training fit."""
-    full = groups.get("full", {})
-    kinds = [g for g in full if "textures" not in g]
-    text = kind_sentence(groups, base, "full")
-    if "seen textures" in full and "test-only textures" in full:
-        text.append(f"Textures seen in training and test-only textures score alike "
-                    f"({_ps(full['seen textures'])} and {_ps(full['test-only textures'])}), so unseen textures "
-                    f"are not the problem.")
-    fit = groups.get("full, training split", {})
-    if fit and kinds:
-        text.append("On its own training images the final weights score " + ", ".join(
-            f"{_ps(fit[k])} on {k} images" for k in kinds if k in fit) + ": the network underfits "
-            "(it does not reproduce even the scenes it was trained on), rather than failing to generalise.")
-    return text
-
-
-def why_behind(args, agg: dict, runs: dict, base: dict, cfg_dict: dict, groups: dict, curve: list[dict]) -> str:
-    """What the data of this report says about a shortfall: image kind, fit, loss terms, BN mode,
-    training length."""
-    full = agg["full"]
-    parts = []
-    best_psnr = max(base["filters"].items(), key=lambda kv: kv[1]["metrics"]["psnr_paper"]["mean"])
-    target = best_psnr[1]["metrics"]["psnr_paper"]["mean"]
-    parts.append(f"Why, as far as this report can tell: the strongest classical smoother here is "
-                 f"{best_psnr[0].upper()} ({target:.2f} dB, paper "
-                 f"convention) against {full['psnr_paper'][0]:.2f} dB for the full model at the ablation "
-                 f"budget.")
-    parts += why_groups(groups, base)
-    if {"baseline", "semantic", "contrastive"} <= set(agg):
-        drops = [agg["baseline"]["psnr_paper"][0] - agg["semantic"]["psnr_paper"][0],
-                 agg["contrastive"]["psnr_paper"][0] - full["psnr_paper"][0]]
-        parts.append(f"Adding the semantic term changes the test PSNR by {-drops[0]:+.2f} dB on the baseline and "
-                     f"{-drops[1]:+.2f} dB on +contrastive (λs = {cfg_dict['loss']['segmentation']}, with the demo "
-                     f"segmenter of the mIoU below); the contrastive term changes it by "
-                     f"{agg['contrastive']['psnr_paper'][0] - agg['baseline']['psnr_paper'][0]:+.2f} dB.")
-    if "full_seg10x" in agg:
-        high = agg["full_seg10x"]
-        parts.append(f"With ten times that weight (λs = {cfg_dict['loss']['segmentation'] * 10:g}) the full "
-                     f"model scores {high['psnr_paper'][0]:.2f} dB / {high['ssim_paper'][0]:.4f}, against "
-                     f"{full['psnr_paper'][0]:.2f} dB / {full['ssim_paper'][0]:.4f} at "
-                     f"λs = {cfg_dict['loss']['segmentation']}" +
-                     (": a segmenter this weak pulls the smoother away from the GT rather than towards it."
-                      if high["psnr_paper"][0] < full["psnr_paper"][0] else "."))
-    if "full_trainbn" in agg:
-        parts.append(f"With the paper's train-mode BatchNorm the same budget gives "
-                     f"{agg['full_trainbn']['psnr_paper'][0]:.2f} dB / {agg['full_trainbn']['ssim_paper'][0]:.4f}, "
-                     f"against {full['psnr_paper'][0]:.2f} dB / {full['ssim_paper'][0]:.4f} with it frozen.")
-    finals = [r for r in curve if r["final"]]
-    if len(finals) >= 2:
-        per_doubling = [(b["psnr_paper"] - a["psnr_paper"]) / math.log2(b["steps"] / a["steps"])
-                        for a, b in zip(finals, finals[1:])]
-        last = finals[-1]
-        seconds = runs[(last["run"], args.seeds[0])]["train"]["train_seconds"]
-        parts.append(f"Training longer helps: with the whole schedule scaled, the full model (seed "
-                     f"{args.seeds[0]}) scores " + ", ".join(f"{r['psnr_paper']:.2f} dB / {r['ssim_paper']:.4f} "
-                                                            f"after {r['steps']} steps" for r in finals) +
-                     " (" + ", then ".join(f"{g:+.2f} dB" for g in per_doubling) + " per doubling of the "
-                     "steps; training-length table below).")
-        rates = sorted({round(g, 6) for g in (per_doubling[-1], sum(per_doubling) / len(per_doubling)) if g > 0})
-        if rates and target > last["psnr_paper"]:
-            more = [2 ** ((target - last["psnr_paper"]) / g) for g in rates]
-            parts.append(f"Extrapolated log-linearly (for scale only; at {' or '.join(f'{g:+.2f}' for g in rates)} "
-                         f"dB per doubling), reaching {best_psnr[0].upper()}'s {target:.2f} dB would take about "
-                         f"{' to '.join(f'{m:.3g}' for m in sorted(more))} times the {last['steps']} steps of the "
-                         f"longest run, {' to '.join(f'{m * seconds / 3600:.3g}' for m in sorted(more))} hours of "
-                         f"this CPU for the full model alone, and each ablation would need the same budget.")
-    parts.append(f"The runs here are short: {full['steps']} steps of batch {cfg_dict['train']['batch_size']} "
-                 f"at {cfg_dict['data']['patch_size']} px (~{full['train_seconds'][0] / 60:.0f} min on this "
-                 f"CPU), a narrow network (width {cfg_dict['model']['width']}, "
-                 f"{cfg_dict['model']['descriptor_blocks']} descriptor blocks) and weak teachers (random "
-                 f"VGG16, a segmenter at the mIoU below).")
-    return " ".join(parts)
-
-
-def write_report(args, cfg_dict: dict, runs: dict, agg: dict, base: dict, seg: dict, grid_ids: list[str],
-                 grid_path: Path, verdict: tuple[bool, list[str]], env: dict, failed: list[str],
-                 groups: dict, curve: list[dict], longest: dict | None = None) -> str:
-    n_seeds = len(args.seeds)
-    model = cfg_dict["model"]
-    train = cfg_dict["train"]
-    data = cfg_dict["data"]
-    loss = cfg_dict["loss"]
-    any_run = next(iter(runs.values()))["train"] if runs else {}
-    steps = any_run.get("steps", "n/a")
-    ds = _read_json(Path(args.data) / "dataset.json")
-    counts = ds["counts"]
-    test_only = sorted(k for k, v in ds["textures"].items() if v == "test-only")
-    lines = []
-    add = lines.append
-    add("# Results on the embedded demo dataset")
-    add("")
-    add("Generated by `scripts/make_report.py`; do not edit by hand. Rerun with")
-    add("")
-    add("```")
-    add("python scripts/make_report.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in (("seeds", args.seeds), ("workers", args.workers), ("experiments", args.experiments),
-                     ("out", args.out))))
-    add("```")
-    add("")
-    add(f"Machine: {env['machine']}; torch {env['torch']}; {env['threads']} threads. "
-        f"Generated {env['date']}.")
-    add("")
-    add("## Setting")
-    add("")
-    add(f"- **Data**: `{args.data}` from `dataset_utils/make_demo_data.py` ({ds['name']}): "
-        f"train {counts['train']['samples']} samples ({counts['train']['structures']} structure images), "
-        f"val {counts['val']['samples']} ({counts['val']['structures']}), test {counts['test']['samples']} "
-        f"({counts['test']['structures']}). Structures are scikit-image's bundled photographs and procedural "
-        f"shape scenes; each is blended with real textures from scikit-image. The GT is an L0 smoothing of "
-        f"the structure (`{ds['config']['gt_smoother']}`). Test GT images never appear in training, and the "
-        f"textures {', '.join(test_only)} appear only in the test split.")
-    add(f"- **Model**: `{args.config}`: width {model['width']}, blocks {model['descriptor_blocks']}/"
-        f"{model['coarse_blocks']}/{model['refine_blocks']} (descriptor/coarse/refine; the paper: 64, 12/3/6).")
-    other = ", ".join(f"{run_name(a, sd)}: {r['train']['steps']}" for (a, sd), r in runs.items()
-                      if r["train"]["steps"] != steps)
-    add(f"- **Training**: {steps} steps per run ({train['epochs']} epochs × {train['max_iters_per_epoch']} "
-        f"iterations{'; ' + other + ' steps' if other else ''}), batch {train['batch_size']}, {data['patch_size']} px patches, Adam lr {train['lr']} "
-        f"(× {train['gamma']} at epochs {train['milestones']}), augmentation brightness {data['brightness']}, "
-        f"contrast {data['contrast']}, hue ±{data['hue']}, rotation ±{data['rotate']}°. The checkpoint scored "
-        f"on test is the final one (`latest.pth`, after all {steps} steps); the per-run table also scores "
-        f"`best.pth`, the one with the best validation SSIM (paper convention, {data['val_crop']} px centre "
-        f"crops) at epochs {train['val_every']}, {2 * train['val_every']}, ...")
-    add(f"- **Losses**: L1 + {loss['ssim']}·SSIM + {loss['edge']}·edge for all four; the contrastive term "
-        f"(λc = {loss['contrastive']}, k1 = {loss['margin_pixel']}, k2 = {loss['margin_vgg']}, "
-        f"VGG16: `{loss['vgg_weights']}`) and the semantic term (λs = {loss['segmentation']}, segmenter "
-        f"`{cfg_dict['segmenter']['checkpoint']}`) are switched on as the ablation names say.")
-    add(f"- **Metrics**: PSNR and SSIM on the full test images, in both conventions (SPEC 6): *paper* "
-        f"(zero-padded Gaussian SSIM on [0,1] RGB) and *standard* (skimage/BasicSR-compatible, valid "
-        f"window, uint8). Mean over the {counts['test']['samples']} test images; for the ablations, "
-        f"{'mean ± sample standard deviation over seeds ' + ', '.join(map(str, args.seeds)) if n_seeds > 1 else 'one seed'}.")
-    add("")
-    add("## Test split")
-    add("")
-    add("| method | PSNR paper | SSIM paper | PSNR standard | SSIM standard | time |")
-    add("|---|---|---|---|---|---|")
-    inp = base["methods"]["input"]
-    add(f"| input (textured) | {_f(inp['psnr_paper']['mean'], 2)} | {_f(inp['ssim_paper']['mean'], 4)} | "
-        f"{_f(inp['psnr_standard']['mean'], 2)} | {_f(inp['ssim_standard']['mean'], 4)} | |")
-    for name, f in base["filters"].items():
-        params = ", ".join(f"{k}={v}" for k, v in f["params"].items())
-        m = f["metrics"]
-        add(f"| {name.upper()} ({params}) | {_f(m['psnr_paper']['mean'], 2)} | {_f(m['ssim_paper']['mean'], 4)} | "
-            f"{_f(m['psnr_standard']['mean'], 2)} | {_f(m['ssim_standard']['mean'], 4)} | "
-            f"{_f(f['seconds_per_image'], 3)} s/image |")
-    for ablation, entry in agg.items():
-        show = len(entry["seeds"]) > 1
-        add(f"| CSGIS-Net {ABLATIONS[ablation][0]} | {_pm(entry['psnr_paper'], 2, show)} | "
-            f"{_pm(entry['ssim_paper'], 4, show)} | {_pm(entry['psnr_standard'], 2, show)} | "
-            f"{_pm(entry['ssim_standard'], 4, show)} | train {_pm(tuple(x / 60 for x in entry['train_seconds']), 1, show)} min |")
-    add("")
-    if n_seeds == 1:
-        add("One seed per ablation (the CPU budget of this report did not allow two), so differences of a "
-            "few tenths of a dB between ablations are not established; the learning curves below show how "
-            "much one run moves between validations.")
-        add("")
-    add(f"Classical smoothers: `csgis.filters`, parameters chosen by {base['select_metric']} on the "
-        f"{base['n_val']} validation images among `csgis.filters.PARAM_GRIDS`; time is per image, one "
-        f"process each. Training time is the sum of the training epochs' wall time (validation and "
-        f"checkpointing not included) on the machine above.")
-    add("")
-    ok, losses = verdict
-    if "full" in agg:
-        budget = f"at the ablation budget ({agg['full']['steps']} steps, seed mean)"
-        if ok:
-            add(f"**The full model {budget} beats every classical smoother in PSNR and SSIM, in both "
-                f"conventions.**")
-        else:
-            add(f"**The full model {budget} does not beat every classical smoother**: " + "; ".join(losses) + ".")
-        add("")
-    if longest and longest["ablation"] != "full":
-        long_ok, long_losses = longest["verdict"]
-        who = (f"**Trained longer ({longest['steps']} steps, `{longest['run']}`, one seed"
-               f"{'; the shipped `' + args.shipped + '`' if longest['shipped'] else ''}), the full model")
-        if long_ok:
-            add(who + " beats every classical smoother in PSNR and SSIM, in both conventions.** The ablations "
-                "above were not repeated at that budget (each run would take as long), so the table does not "
-                "say which terms the win owes to.")
-        else:
-            add(who + " still does not beat every classical smoother**: " + "; ".join(long_losses) + ".")
-        add(" ".join(kind_sentence(groups, base, longest["ablation"])))
-        add("")
-    if longest and longest["shipped_run"] and not longest["shipped"]:
-        add(f"The shipped smoother `{args.shipped}` is the final weights of `{longest['shipped_run']}`.")
-        add("")
-    if "full" in agg and not ok:
-        add(why_behind(args, agg, runs, base, cfg_dict, groups, curve))
-        add("")
-    order = [g for g in groups.get("input", {}) if "textures" not in g] + \
-        [g for g in ("seen textures", "test-only textures") if g in groups.get("input", {})]
-    if order:
-        add("### By kind of test image")
-        add("")
-        add("PSNR (dB) / SSIM, paper convention, mean over the images of each group (ablations: mean over "
-            "seeds). *photo*: bundled photographs, GT an L0 smoothing of the photo; *scene*: procedural "
-            "shapes in flat colours on smooth gradient backgrounds, GT the clean scene. Every image is in "
-            "one kind and one texture group.")
-        add("")
-        add("| method | " + " | ".join(f"{g} (n={groups['input'][g]['n']})" for g in order) + " |")
-        add("|---|" + "---|" * len(order))
-        for label, cells in groups.items():
-            if "training split" in label:
-                continue
-            title = f"CSGIS-Net {ABLATIONS[label][0]}" if label in ABLATIONS else label
-            add(f"| {title} | " + " | ".join(_ps(cells[g], "") if g in cells else "" for g in order) + " |")
-        fit = groups.get("full, training split")
-        if fit:
-            kinds = [g for g in order if g in fit and "textures" not in g]
-            add("")
-            add(f"The full model (seed {args.seeds[0]}, final weights) on the training split, same "
-                f"convention; a network that had fitted its training data would score far above the test "
-                f"numbers here:")
-            add("")
-            add("| | " + " | ".join(f"{g} (n={fit[g]['n']})" for g in kinds) + " |")
-            add("|---|" + "---|" * len(kinds))
-            for label in ["input, training split"] + [f"{a}, training split" for a in LONGER_RUNS]:
-                if label in groups:
-                    name = label.split(",")[0]
-                    add(f"| {ABLATIONS[name][0] if name in ABLATIONS else name} | " + " | ".join(
-                        _ps(groups[label][g], "") for g in kinds) + " |")
-        add("")
-    if curve:
-        add("### Training length")
-        add("")
-        add(f"The full model, seed {args.seeds[0]}, on the test split (paper convention) against the number "
-            f"of training steps. *end of run*: the final weights of a run whose epochs and LR milestones are "
-            f"scaled together (1x to 8x); *inside*: a periodic checkpoint of the longest run at a whole "
-            f"multiple of the 1x budget, with the learning rate its schedule had reached there.")
-        add("")
-        add("| steps | weights | LR at that step | PSNR | SSIM |")
-        add("|---|---|---|---|---|")
-        for row in curve:
-            where = (f"end of run `{run_name(row['run'], args.seeds[0])}`" if row["final"]
-                     else f"inside `{run_name(row['run'], args.seeds[0])}` ({row['checkpoint']})")
-            add(f"| {row['steps']} | {where} | {row['lr']:.2g} | {row['psnr_paper']:.2f} | "
-                f"{row['ssim_paper']:.4f} |")
-        add("")
-    add("Per run (test split): the final weights, as in the table above, and `best.pth` (validation-selected):")
-    add("")
-    add("| run | seed | steps | PSNR paper | SSIM paper | PSNR standard | SSIM standard | best.pth: epoch, PSNR / SSIM paper | train time |")
-    add("|---|---|---|---|---|---|---|---|---|")
-    for (ablation, seed), r in sorted(runs.items(), key=lambda kv: (list(ABLATIONS).index(kv[0][0]), kv[0][1])):
-        t, b = r["test"], r["test_best"]
-        add(f"| {ablation} | {seed} | {r['train']['steps']} | "
-            f"{_f(t['psnr_paper']['mean'], 2)} | {_f(t['ssim_paper']['mean'], 4)} | "
-            f"{_f(t['psnr_standard']['mean'], 2)} | {_f(t['ssim_standard']['mean'], 4)} | "
-            f"{r['train']['best_epoch']}, {_f(b['psnr_paper']['mean'], 2)} / {_f(b['ssim_paper']['mean'], 4)} | "
-            f"{_f(r['train']['train_seconds'] / 60, 1)} min |")
-    if failed:
-        add("")
-        add(f"Runs missing above (failed, unfinished, or trained with another config than `{args.config}` "
-            f"gives now): {', '.join(failed)}.")
-    add("")
-    add("## Learning curves")
-    add("")
-    add(f"Validation scores during training (paper convention, {data['val_crop']} px centre crops of the "
-        f"validation split, so lower than full-image test scores), from each run's training state:")
-    add("")
-    ordered = sorted(runs.items(), key=lambda kv: (list(ABLATIONS).index(kv[0][0]), kv[0][1]))
-    # One table per training length, so the short runs keep every validation point.
-    for length in sorted({r["train"]["steps"] for _, r in ordered}):
-        curves = {key: r["train"]["val_curve"] for key, r in ordered if r["train"]["steps"] == length}
-        steps_axis = sorted({p[0] for c in curves.values() for p in c})
-        while len(steps_axis) > 12:  # keep the table readable: every other validation
-            steps_axis = steps_axis[1::2]
-        if not steps_axis:
-            continue
-        add("| run | " + " | ".join(f"step {st}" for st in steps_axis) + " |")
-        add("|---|" + "---|" * len(steps_axis))
-        for (ablation, seed), curve in curves.items():
-            at = {p[0]: p for p in curve}
-            add(f"| {ablation} s{seed} | " + " | ".join(
-                f"{at[st][1]:.2f} / {at[st][2]:.3f}" if st in at else "" for st in steps_axis) + " |")
-        add("")
-    add("Each cell: PSNR (dB) / SSIM.")
-    add("")
-    add("## Segmentation branch")
-    add("")
-    if seg:
-        per_class = ", ".join(f"{ds['classes'][int(k[4:])]} {v:.3f}" for k, v in seg.items() if k.startswith("iou_"))
-        add(f"The loss segmenter `{seg['checkpoint']}` (DeepLabV3+ MobileNetV2, trained by "
-            f"`configs/demo_segmenter.yaml` on the demo shape labels) on the test split's GT images, full "
-            f"size: **mIoU {seg['miou']:.4f}**, pixel accuracy {seg['pixel_acc']:.4f} (mean IoU over the "
-            f"classes present in label or prediction; photographs carry no labels and are ignored). "
-            f"Per class: {per_class}.")
-    else:
-        add("No segmenter checkpoint in the config.")
-    add("")
-    add("## Comparison")
-    add("")
-    add(f"![comparison grid]({grid_path.name})")
-    add("")
-    ours = (f"`{longest['run']}`, the longest-trained full model ({longest['steps']} steps"
-            f"{', the shipped weights' if longest['shipped'] else ''}), final weights") if longest else "n/a"
-    add(f"Test images, top to bottom: {', '.join(grid_ids)}. Classical smoothers with their validated "
-        f"parameters; ours is {ours}.")
-    add("")
-    add("## What differs from the paper, and what is comparable")
-    add("")
-    add("- **Data**: the paper trains and tests on VOC-smooth (PASCAL VOC structures, SPEC 5). These numbers "
-        "come from the embedded demo dataset (bundled photographs and procedural scenes, GTs from our L0 "
-        "smoother), so **no number here is comparable with the paper's tables**; they compare methods with "
-        "each other under one protocol.")
-    add(f"- **Width and depth**: {model['width']} channels and {model['descriptor_blocks']}/"
-        f"{model['coarse_blocks']}/{model['refine_blocks']} blocks instead of 64 and 12/3/6.")
-    add(f"- **Training length**: {steps} steps of batch {train['batch_size']} at {data['patch_size']} px "
-        f"instead of 150 epochs of VOC-smooth at 128 px (SPEC 5).")
-    add(f"- **Teachers**: the VGG16 of the contrastive term is `{loss['vgg_weights']}` (ImageNet weights cannot "
-        f"be downloaded here), and the segmenter is trained from scratch on 6 shape classes instead of "
-        f"DeepLabV3Plus-Pytorch's VOC model; λs = {loss['segmentation']} (paper 1.0).")
-    add(f"- **Normalisation and loss weights**: `train.freeze_bn: {str(train['freeze_bn']).lower()}` "
-        f"(paper: BatchNorm in train mode; the row 'full, train-mode BatchNorm' above is the paper's "
-        f"choice at this budget) and edge weight {loss['edge']} (paper 0.001); the reasons are in "
-        f"`{args.config}`.")
-    add(f"- **Hardware**: {env['machine']} (the paper: a CUDA GPU).")
-    add("- **Comparable in kind**: the metric code (both conventions, SPEC 6), the losses, the architecture "
-        "family and the validated-parameter protocol for the classical smoothers are the ones used for "
-        "VOC-smooth; `configs/paper.yaml` with the real data and weights is the run to compare with the paper.")
-    add("")
-    return "\n".join(lines)
+    root = Path(data)
+    chosen = pick_samples(read_manifest(root, "test"), int(plan.grid.get("rows", 5)), seed=0)
+    names = [f for f in plan.grid.get("filters", []) if f in filters]
+    predictions = ROOT / plan.experiments / run_name / "test_predictions_latest"
+    cells = []
+    for row in chosen:
+        textured = read_image(root / row["input"])
+        cells.append([textured] + [apply_filter(f, textured, **filters[f]["params"]) for f in names]
+                     + [read_image(predictions / f"{row['id']}.png"), read_image(root / row["gt"])])
+    write_image(out, image_grid(cells, 200, ["input", *(f.upper() for f in names), run_name, "GT"]))
+    return [r["id"] for r in chosen]
 
 
 def environment() -> dict:
     import torch
 
-    from csgis.benchmark import cpu_name
-    return {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU used",
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d")}
+    from csgis.runtime import cpu_name
+    return {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU used", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+
+
+def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
+    """Everything the report states, as one JSON-ready dict."""
+    records = {}
+    order = [r.name for r in plan.rows]
+    for run in sorted(runs, key=lambda r: (order.index(r.row.name), r.seed)):
+        stale = stale_keys(run, plan)
+        if stale:
+            print(f"error: {run.dir} was trained with another config than its row gives now ({'; '.join(stale)}); "
+                  f"it is left out. Rerun with --retrain-stale to retrain it (the old run is moved aside, not "
+                  f"deleted).", file=sys.stderr)
+        if stale or not finished(run):
+            if run.name not in failed:
+                failed.append(run.name)
+            continue
+        print(f"scoring {run.dir} on the test split", flush=True)
+        records[run.name] = run_record(run, args.data)
+    if not records:
+        raise ReportError("no finished run to report")
+    base = baselines(plan, args.data, args.filters, args.workers)
+    info = read_dataset_info(args.data) or {}
+    test_only = {k for k, v in info.get("textures", {}).items() if v == "test-only"}
+    seed = plan.seeds[0]
+
+    groups = {"input": by_group(base["images"], evaluation.INPUT_ROW, test_only)}
+    for name in base["filters"]:
+        groups[name.upper()] = by_group(base["images"], name, test_only)
+    for row in plan.rows:
+        cells = [by_group(r["images"], n, test_only) for n, r in records.items() if r["row"] == row.name]
+        if cells and cells[0]:
+            groups[row.name] = mean_over(cells)
+    fit = {}
+    for name in plan.train_split:
+        if f"{name}_s{seed}" in records:
+            print(f"scoring {name}_s{seed} on the training split", flush=True)
+            scores = score_run(ROOT / plan.experiments / f"{name}_s{seed}", args.data, "latest", "train")
+            fit.setdefault("input", by_group(scores["images"], evaluation.INPUT_ROW, test_only))
+            fit[name] = by_group(scores["images"], f"{name}_s{seed}", test_only)
+
+    agg = aggregate(plan, records)
+    grid_run = f"{plan.grid['run']}_s{seed}" if plan.grid.get("run") else None
+    grid = {}
+    if grid_run in records:
+        score_run(ROOT / plan.experiments / grid_run, args.data, "latest", save=True)
+        path = Path(args.out) / "results_grid.png"
+        grid = {"run": grid_run, "file": path.name,
+                "images": comparison_grid(plan, args.data, base["filters"], grid_run, path)}
+    segmenter = {}
+    if plan.segmenter:
+        cfg = load_config(plan.row(plan.segmenter).path, plan.row(plan.segmenter).overrides)
+        if cfg.segmenter.checkpoint:
+            data_cfg = copy.deepcopy(cfg.data)
+            data_cfg.root = args.data
+            segmenter = evaluation.evaluate_segmenter(cfg.segmenter.checkpoint, data_cfg, "test",
+                                                      cfg.segmenter.output_stride, cfg.loss.seg_normalize)
+            segmenter["classes"] = info.get("classes")
+    return {
+        "environment": environment(), "report": plan.path, "data": args.data, "seeds": plan.seeds,
+        "dataset": {"name": info.get("name"), "counts": info.get("counts"), "test_only_textures": sorted(test_only),
+                    "gt_smoother": (info.get("config") or {}).get("gt_smoother")},
+        "rows": {r.name: {"title": r.title, "config": r.config, "overrides": r.overrides, "step_scale": r.step_scale,
+                          **agg[r.name]} for r in plan.rows if r.name in agg},
+        "runs": {n: {k: v for k, v in r.items() if k != "images"} for n, r in records.items()},
+        "baselines": {"input": base["methods"]["input"], "select_on": base["val_split"], "n_val": base["n_val"],
+                      "select_metric": base["select_metric"],
+                      "filters": {n: {"params": f["params"], **f["metrics"], "seconds_per_image": f["seconds_per_image"]}
+                                  for n, f in base["filters"].items()}},
+        "verdicts": {name: {"steps": agg[name]["steps"], "seeds": agg[name]["seeds"],
+                            "beats_all_classical": not shortfalls(agg[name], base),
+                            "shortfalls": shortfalls(agg[name], base)} for name in plan.verdicts if name in agg},
+        "by_image_group": groups, "training_split": fit,
+        "training_length": training_length(plan, records, args.data),
+        "segmenter": segmenter, "grid": grid,
+        "shipped": {"file": args.shipped, "run": shipped_run(plan, args.shipped, records)} if args.shipped else {},
+        "failed": failed,
+    }
+
+
+# ----------------------------------------------------------------------------- write
+def _f(v, digits: int) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _pm(pair, digits: int, show_std: bool) -> str:
+    return _f(pair[0], digits) + (f" ± {_f(pair[1], digits)}" if show_std else "")
+
+
+def _cell(cell: dict) -> str:
+    return f"{cell['psnr_paper']:.2f} / {cell['ssim_paper']:.4f}"
+
+
+def tables(plan: Plan, res: dict) -> str:
+    """The generated part of RESULTS.md: tables and facts from `res` (results.json), no explanations."""
+    lines: list[str] = []
+    add = lines.append
+    env, ds, base = res["environment"], res["dataset"], res["baselines"]
+    counts = ds["counts"] or {}
+    title_of = {r.name: r.title for r in plan.rows}
+    add("# Results on the embedded demo dataset")
+    add("")
+    add(f"Tables generated by `scripts/make_report.py` from `{plan.path}` (rows, configs, seeds); rerun with "
+        f"`python scripts/make_report.py --config {plan.path}`. Explanations are in [Notes](#notes) at the end.")
+    add("")
+    add(f"Machine: {env['machine']}; torch {env['torch']}; {env['threads']} threads. Generated {env['date']}.")
+    add("")
+    add("## Setting")
+    add("")
+    if counts:
+        add(f"- **Data**: `{res['data']}` ({ds['name']}): train {counts['train']['samples']} samples "
+            f"({counts['train']['structures']} structure images), val {counts['val']['samples']} "
+            f"({counts['val']['structures']}), test {counts['test']['samples']} ({counts['test']['structures']}). "
+            f"GT: `{ds['gt_smoother']}`. Textures only in the test split: {', '.join(ds['test_only_textures'])}.")
+    add(f"- **Rows**: each row is a training config (with the overrides shown) trained once per seed "
+        f"({', '.join(map(str, res['seeds']))}; rows marked *first* only for seed {res['seeds'][0]}); "
+        f"*steps* x*N* multiplies the config's epochs and LR milestones. Scores are of the final weights "
+        f"(`models/latest.pth`).")
+    add("- **Metrics**: PSNR (dB) and SSIM on the full test images in two conventions (docs/method.md §6): "
+        "*paper* (zero-padded Gaussian SSIM on [0,1] RGB) and *standard* (scikit-image/BasicSR: valid "
+        "window, uint8). Mean over the test images; for rows with several seeds, mean ± sample standard "
+        "deviation over seeds.")
+    add(f"- **Classical smoothers**: `csgis.filters`, parameters chosen by {base['select_metric']} on the "
+        f"{base['n_val']} {base['select_on']} images among `csgis.filters.PARAM_GRIDS`; time per image, one process.")
+    add("")
+    add("| row | config | seeds | steps |")
+    add("|---|---|---|---|")
+    for r in plan.rows:
+        if r.name in res["rows"]:
+            e = res["rows"][r.name]
+            how = [f"`{r.config}`", *(f"`{o}`" for o in r.overrides)] + ([f"steps x{r.step_scale}"] if r.step_scale > 1 else [])
+            add(f"| {r.name} | {' '.join(how)} | {', '.join(map(str, e['seeds']))} | {e['steps']} |")
+    add("")
+    add("## Test split")
+    add("")
+    add("| method | PSNR paper | SSIM paper | PSNR standard | SSIM standard | time |")
+    add("|---|---|---|---|---|---|")
+    inp = base["input"]
+    add(f"| input (textured) | {_f(inp['psnr_paper']['mean'], 2)} | {_f(inp['ssim_paper']['mean'], 4)} | "
+        f"{_f(inp['psnr_standard']['mean'], 2)} | {_f(inp['ssim_standard']['mean'], 4)} | |")
+    for name, f in base["filters"].items():
+        params = ", ".join(f"{k}={v}" for k, v in f["params"].items())
+        add(f"| {name.upper()} ({params}) | {_f(f['psnr_paper']['mean'], 2)} | {_f(f['ssim_paper']['mean'], 4)} | "
+            f"{_f(f['psnr_standard']['mean'], 2)} | {_f(f['ssim_standard']['mean'], 4)} | "
+            f"{_f(f['seconds_per_image'], 3)} s/image |")
+    for name, e in res["rows"].items():
+        show = len(e["seeds"]) > 1
+        train = tuple(x / 60 for x in e["train_seconds"])
+        add(f"| CSGIS-Net {e['title']} | {_pm(e['psnr_paper'], 2, show)} | {_pm(e['ssim_paper'], 4, show)} | "
+            f"{_pm(e['psnr_standard'], 2, show)} | {_pm(e['ssim_standard'], 4, show)} | "
+            f"train {_pm(train, 1, show)} min |")
+    add("")
+    add("Training time: the sum of the training epochs' wall time (validation and checkpoints not included).")
+    add("")
+    for name, v in res["verdicts"].items():
+        who = f"**{title_of[name]}** ({v['steps']} steps, {'mean of seeds ' if len(v['seeds']) > 1 else 'seed '}" \
+              f"{', '.join(map(str, v['seeds']))})"
+        if v["beats_all_classical"]:
+            add(f"- {who} beats every classical smoother in PSNR and SSIM, in both conventions.")
+        else:
+            add(f"- {who} does not beat every classical smoother: " + "; ".join(v["shortfalls"]) + ".")
+    shipped = res.get("shipped") or {}
+    if shipped.get("run"):
+        add(f"- The shipped smoother `{shipped['file']}` is the final weights of `{shipped['run']}`.")
+    add("")
+    groups = res["by_image_group"]
+    order = [g for g in groups.get("input", {}) if "textures" not in g] + \
+        [g for g in ("seen textures", "test-only textures") if g in groups.get("input", {})]
+    if order:
+        add("### By kind of test image")
+        add("")
+        add("PSNR / SSIM, paper convention, mean over the images of each group (rows: mean over seeds). *photo*: "
+            "bundled photographs; *scene*: procedural shapes on smooth backgrounds. Every image is in one kind "
+            "and one texture group.")
+        add("")
+        add("| method | " + " | ".join(f"{g} (n={groups['input'][g]['n']})" for g in order) + " |")
+        add("|---|" + "---|" * len(order))
+        for label, cells in groups.items():
+            add(f"| {title_of.get(label, label)} | " + " | ".join(_cell(cells[g]) if g in cells else "" for g in order)
+                + " |")
+        add("")
+    fit = res["training_split"]
+    if fit:
+        kinds = [g for g in fit["input"] if "textures" not in g]
+        add(f"### On the training split (seed {res['seeds'][0]}, final weights)")
+        add("")
+        add("| | " + " | ".join(f"{g} (n={fit['input'][g]['n']})" for g in kinds) + " |")
+        add("|---|" + "---|" * len(kinds))
+        for label, cells in fit.items():
+            add(f"| {title_of.get(label, label)} | " + " | ".join(_cell(cells[g]) for g in kinds) + " |")
+        add("")
+    if res["training_length"]:
+        add(f"### Training length (seed {res['seeds'][0]}, test split, paper convention)")
+        add("")
+        add("*end of run*: the final weights of a run; *inside*: a periodic checkpoint of the longest run. "
+            "LR: the learning rate of the last epoch before those weights.")
+        add("")
+        add("| steps | weights | LR | PSNR | SSIM |")
+        add("|---|---|---|---|---|")
+        for r in res["training_length"]:
+            where = f"end of run `{r['run']}`" if r["final"] else f"inside `{r['run']}` ({r['weights']})"
+            add(f"| {r['steps']} | {where} | {r['lr']:.2g} | {r['psnr_paper']:.2f} | {r['ssim_paper']:.4f} |")
+        add("")
+    add("### Per run")
+    add("")
+    add("Final weights as above, and `best.pth` (the epoch with the best validation SSIM, paper convention):")
+    add("")
+    add("| run | steps | PSNR paper | SSIM paper | PSNR standard | SSIM standard | best.pth: epoch, PSNR / SSIM | train time |")
+    add("|---|---|---|---|---|---|---|---|")
+    for name, r in res["runs"].items():
+        t, b = r["test"], r["test_best"]
+        best = f"{r['train']['best_epoch']}, {_f(b['psnr_paper']['mean'], 2)} / {_f(b['ssim_paper']['mean'], 4)}" if b else ""
+        add(f"| {name} | {r['train']['steps']} | {_f(t['psnr_paper']['mean'], 2)} | {_f(t['ssim_paper']['mean'], 4)} | "
+            f"{_f(t['psnr_standard']['mean'], 2)} | {_f(t['ssim_standard']['mean'], 4)} | {best} | "
+            f"{_f(r['train']['train_seconds'] / 60, 1)} min |")
+    if res["failed"]:
+        add("")
+        add(f"Missing (failed, unfinished, or trained with another config than its row gives now): "
+            f"{', '.join(res['failed'])}.")
+    add("")
+    add("## Learning curves")
+    add("")
+    add("Validation PSNR / SSIM (paper convention, validation crops, so not comparable with the test scores) "
+        "from each run's metrics.jsonl:")
+    add("")
+    runs = res["runs"]
+    for length in sorted({r["train"]["steps"] for r in runs.values()}):
+        curves = {n: r["train"]["val_curve"] for n, r in runs.items() if r["train"]["steps"] == length}
+        axis = sorted({p[0] for c in curves.values() for p in c})
+        while len(axis) > 12:  # keep the table readable: every other validation
+            axis = axis[1::2]
+        if not axis:
+            continue
+        add("| run | " + " | ".join(f"step {s}" for s in axis) + " |")
+        add("|---|" + "---|" * len(axis))
+        for n, curve in curves.items():
+            at = {p[0]: p for p in curve}
+            add(f"| {n} | " + " | ".join(f"{at[s][1]:.2f} / {at[s][2]:.3f}" if s in at else "" for s in axis) + " |")
+        add("")
+    seg = res["segmenter"]
+    if seg:
+        add("## Segmentation branch")
+        add("")
+        classes = seg.get("classes") or []
+        per_class = ", ".join(f"{classes[int(k[4:])] if int(k[4:]) < len(classes) else k} {v:.3f}"
+                              for k, v in seg.items() if k.startswith("iou_"))
+        add(f"`{seg['checkpoint']}` on the {seg['split']} split's GT images, full size: **mIoU {seg['miou']:.4f}**, "
+            f"pixel accuracy {seg['pixel_acc']:.4f} (mean over the classes present in label or prediction; "
+            f"unlabelled pixels ignored). Per class: {per_class}.")
+        add("")
+    if res["grid"]:
+        add("## Comparison")
+        add("")
+        add(f"![comparison grid]({res['grid']['file']})")
+        add("")
+        add(f"Test images, top to bottom: {', '.join(res['grid']['images'])}. Classical smoothers with their "
+            f"validated parameters; `{res['grid']['run']}` is the final weights of that run.")
+        add("")
+    return "\n".join(lines)
+
+
+def write_report(path: Path, generated: str) -> None:
+    """RESULTS.md = the generated tables, the notes marker, and the notes kept from the file as it was."""
+    notes = "\n## Notes\n\n(none yet)\n"
+    if path.is_file():
+        old = path.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old.split(NOTES_MARKER, 1)[1]
+    write_text(path, generated.rstrip("\n") + "\n\n" + NOTES_MARKER + notes)
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=DEFAULT_PLAN, help=f"report definition (default {DEFAULT_PLAN})")
+    p.add_argument("--ablations", "--rows", dest="rows", nargs="+", default=None,
+                   help="only these rows of the definition (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the definition's)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the definition's; built when missing)")
+    p.add_argument("--experiments", default=None, help="folder of the training runs (default: the definition's)")
+    p.add_argument("--out", default=None, help="where RESULTS.md, results.json and results_grid.png go")
+    p.add_argument("--workers", type=int, default=2, help="processes for the classical smoothers")
+    p.add_argument("--filters", default="", help="comma-separated classical smoothers (default: the definition's)")
+    p.add_argument("--grid-rows", type=int, default=None, help="test images in the comparison grid")
+    p.add_argument("--shipped", default=None, help="the shipped smoother; the report names the run whose final "
+                                                   "weights it is (default: the definition's)")
+    p.add_argument("--no-train", action="store_true", help="do not train: report only the runs that have finished")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="retrain runs whose config.yaml differs from what their row asks for now (train.py "
+                        "--overwrite: the old run folder is moved to <run>_archived_<time>)")
+    return p.parse_args(argv)
+
+
+def resolve(args) -> Plan:
+    """The report definition with the command line's choices applied."""
+    plan = load_plan(args.config)
+    if args.rows:
+        unknown = [r for r in args.rows if r not in [row.name for row in plan.rows]]
+        if unknown:
+            raise ReportError(f"{args.config} has no row(s) {unknown}; rows: {[r.name for r in plan.rows]}")
+        keep = set(args.rows)
+        plan.rows = [r for r in plan.rows if r.name in keep]
+        plan.verdicts = [n for n in plan.verdicts if n in keep]
+        plan.training_length = [n for n in plan.training_length if n in keep]
+        plan.train_split = [n for n in plan.train_split if n in keep]
+        plan.segmenter = plan.segmenter if plan.segmenter in keep else ""
+        if plan.grid.get("run") not in keep:
+            plan.grid = {}
+    plan.seeds = args.seeds or plan.seeds
+    plan.experiments = args.experiments or plan.experiments
+    if args.grid_rows is not None:
+        plan.grid["rows"] = args.grid_rows
+    args.data = args.data or plan.data
+    args.out = args.out or plan.out
+    args.shipped = plan.shipped if args.shipped is None else args.shipped
+    args.filters = [f for f in args.filters.split(",") if f] or plan.filters
+    from csgis.filters import FILTERS
+    args.filters = args.filters or list(FILTERS)
+    unknown = [f for f in args.filters if f not in FILTERS]
+    if unknown:
+        raise ReportError(f"unknown classical smoother(s) {unknown}; known: {list(FILTERS)}")
+    for row in plan.rows:
+        load_config(row.path, row.overrides)  # a bad row config fails here, before any training
+    return plan
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from csgis.config import ConfigError, load_config, to_dict
-
     try:
-        cfg = load_config(args.config)
-    except (ConfigError, OSError) as e:
+        plan = resolve(args)
+    except (ReportError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not (Path(args.data) / "manifest.csv").is_file():
-        if _run([_python(), "dataset_utils/make_demo_data.py", "--out", args.data]) != 0:
+        command = [sys.executable, "dataset_utils/make_demo_data.py", "--out", args.data]
+        print("$ " + " ".join(command), flush=True)
+        if subprocess.call(command, cwd=ROOT) != 0:
             print(f"error: could not build the demo dataset in {args.data}", file=sys.stderr)
             return 1
-    failed = [] if args.no_train else train_runs(args, cfg)
-
-    runs = {}
-    for ablation, seed in planned_runs(args):
-        run_dir = ROOT / args.experiments / run_name(ablation, seed)
-        state = run_state(run_dir)
-        stale = stale_keys(state, args, ablation, seed, cfg)
-        if stale:
-            print(f"error: {run_dir} was trained with another config than {args.config} now gives "
-                  f"({'; '.join(stale)}); it is left out. Rerun with --retrain-stale to retrain it (the old "
-                  f"run is moved aside, not deleted).", file=sys.stderr)
-            if run_name(ablation, seed) not in failed:
-                failed.append(run_name(ablation, seed))
-            continue
-        if not finished(state):
-            if run_name(ablation, seed) not in failed:
-                failed.append(run_name(ablation, seed))
-            continue
-        print(f"scoring {run_dir} on the test split", flush=True)
-        test = score_run(run_dir, args.data, False, "latest")
-        runs[(ablation, seed)] = {
-            "train": run_summary(state, run_dir),
-            "test": test["methods"][run_dir.name],
-            "test_images": test["images"],
-            "test_best": score_run(run_dir, args.data, False, "best")["methods"][run_dir.name]}
-    if not runs:
-        print("error: no finished run to report", file=sys.stderr)
+    runs = planned_runs(plan)
+    failed = [] if args.no_train else train_runs(plan, runs, args.retrain_stale)
+    try:
+        res = collect(plan, args, runs, failed)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    print("classical smoothers (cached in baselines.json)", flush=True)
-    base = baselines(args)
-    seg = segmenter_miou(cfg, args.data) if cfg.segmenter.checkpoint else {}
     out = Path(args.out)
-    grid_path = out / "results_grid.png"
-    agg = aggregate(runs)
-    # The comparison grid and the second verdict use the longest-trained full model (first seed).
-    longest = None
-    long_ablation = longest_full(args, runs)
-    if long_ablation:
-        long_name = run_name(long_ablation, args.seeds[0])
-        score_run(ROOT / args.experiments / long_name, args.data, True, "latest")  # its predictions
-        longest = {"ablation": long_ablation, "run": long_name, "steps": agg[long_ablation]["steps"],
-                   "shipped_run": shipped_run(args, runs),
-                   "verdict": beats_all(agg[long_ablation], base)}
-        longest["shipped"] = longest["shipped_run"] == long_name
-        title = "CSGIS-Net (full)" if longest["ablation"] == "full" else f"CSGIS-Net (full, {longest['steps']} steps)"
-        grid_ids = comparison_grid(args, base["filters"],
-                                   ROOT / args.experiments / long_name / "test_predictions_latest", grid_path, title)
-    else:
-        grid_ids = []
-    test_only = {k for k, v in _read_json(Path(args.data) / "dataset.json")["textures"].items() if v == "test-only"}
-    groups = group_table(runs, base, test_only)
-    for ablation in LONGER_RUNS:  # does the full model fit its own training images?
-        if (ablation, args.seeds[0]) not in runs:
-            continue
-        print(f"scoring {ablation} on the training split", flush=True)
-        fit_run = run_name(ablation, args.seeds[0])
-        fit = score_run(ROOT / args.experiments / fit_run, args.data, False, "latest", split="train")
-        groups[f"{ablation}, training split"] = by_group(fit["images"], fit_run, test_only)
-        groups.setdefault("input, training split", by_group(fit["images"], evaluation.INPUT_ROW, test_only))
-    print("scoring the full model against training length", flush=True)
-    curve = budget_curve(args, runs)
-    verdict = beats_all(agg["full"], base) if "full" in agg else (False, ["no full-model run"])
-    env = environment()
-    text = write_report(args, to_dict(cfg), runs, agg, base, seg, grid_ids, grid_path, verdict, env, failed,
-                        groups, curve, longest)
-    write_text(out / "RESULTS.md", text)
-    _write_json(out / "results.json", {
-        "environment": env, "config": args.config, "seeds": args.seeds,
-        "ablations": {a: {k: list(v) if isinstance(v, tuple) else v for k, v in e.items()} for a, e in agg.items()},
-        "runs": {run_name(a, s): {k: v for k, v in r.items() if k != "test_images"} for (a, s), r in runs.items()},
-        "by_image_group": groups, "training_length": curve,
-        "baselines": {"input": base["methods"]["input"], **{n: {"params": f["params"], **f["metrics"],
-                                                                 "seconds_per_image": f["seconds_per_image"]}
-                                                             for n, f in base["filters"].items()}},
-        "segmenter": seg, "full_beats_all_classical": verdict[0], "shortfalls": verdict[1],
-        "shipped_run": longest and longest["shipped_run"],
-        "longest_full": longest and {"run": longest["run"], "steps": longest["steps"], "shipped": longest["shipped"],
-                                     "beats_all_classical": longest["verdict"][0],
-                                     "shortfalls": longest["verdict"][1]},
-        "failed": failed})
-    print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}, {grid_path}")
-    print("full model at the ablation budget beats every classical smoother: "
-          + ("yes" if verdict[0] else "NO: " + "; ".join(verdict[1])))
-    if longest and longest["ablation"] != "full":
-        print(f"{longest['run']} ({longest['steps']} steps) beats every classical smoother: "
-              + ("yes" if longest["verdict"][0] else "NO: " + "; ".join(longest["verdict"][1])))
-    # Exit 0 when the full method, at the longest training length reported, beats every classical smoother.
-    won = longest["verdict"][0] if longest else verdict[0]
-    return 0 if won and not failed else 1
+    _write_json(out / "results.json", res)
+    write_report(out / "RESULTS.md", tables(plan, res))
+    print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}" + (f", {out / res['grid']['file']}" if res["grid"] else ""))
+    for name, v in res["verdicts"].items():
+        print(f"{name} beats every classical smoother: " + ("yes" if v["beats_all_classical"] else
+                                                             "NO: " + "; ".join(v["shortfalls"])))
+    return 0 if not res["failed"] else 1
 
 
 if __name__ == "__main__":

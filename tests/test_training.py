@@ -117,6 +117,30 @@ def test_resume_is_exact_at_epoch_end_and_mid_epoch(demo_root, tmp_path, segment
     assert "SIGINT: stopped after step 3" in log and "resumed from" in log
 
 
+def test_metrics_jsonl_holds_one_row_per_finished_epoch_across_resumes(demo_root, tmp_path):
+    """metrics.jsonl is what reports read: exactly the finished epochs, also after a crash that wrote a
+    row but not its state, and written from the state's history for a run from before the file existed."""
+    from csgis.checkpoint import save_training_state
+    from csgis.train import read_metrics
+    run = tmp_path / "rows"
+    first = train(tiny_config(demo_root, tmp_path, "rows", train={"epochs": 1}))
+    rows = read_metrics(run / "metrics.jsonl")
+    assert rows == first["history"] and [r["epoch"] for r in rows] == [1] and "val" in rows[0]
+    assert rows[0]["step"] == 8 and rows[0]["lr"] == pytest.approx(1e-3) and rows[0]["seconds"] > 0
+    # A row beyond the state (the process died between the two writes) is dropped on resume.
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "step": 16, "lr": 0.0005, "seconds": 1.0, "train": {}}\n')
+    second = train(tiny_config(demo_root, tmp_path, "rows", train={"epochs": 2}), resume="auto")
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows == second["history"] and rows[1]["train"]
+    # A run of the earlier code: rows only in the state's history, no metrics.jsonl.
+    state = load_training_state(run / "training_states" / "latest.state")
+    save_training_state(run / "training_states" / "latest.state", dict(state, history=rows))
+    (run / "metrics.jsonl").unlink()
+    train(tiny_config(demo_root, tmp_path, "rows", train={"epochs": 2}), resume="auto")  # nothing left to train
+    assert read_metrics(run / "metrics.jsonl") == rows
+
+
 def test_rng_state_round_trip():
     generator = torch.Generator().manual_seed(4)
     saved = capture_rng_state({"loss": generator})

@@ -168,3 +168,41 @@ def build_smoother(model_cfg) -> Smoother:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (BN running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def architecture_flops(width: int = 64, descriptor_blocks: int = 12, coarse_blocks: int = 3,
+                       refine_blocks: int = 6) -> dict[str, int]:
+    """Forward cost per output pixel from the layer list (docs/method.md §1): {'conv': 2*9*cin*cout summed, 'elementwise': ...}.
+
+    Every convolution is 3x3, stride 1, 'same' padding, so each costs 9*cin*cout multiply-adds per
+    pixel (2 FLOP each). 'elementwise' counts what FlopCounterMode leaves out: conv biases (cout),
+    eval-mode BN (2 per channel: scale, shift), ReLU (1), residual and final adds (1).
+    """
+    w = width
+    convs = [(3, w)]                                          # descriptor stem
+    convs += [(w, w)] * 3 * descriptor_blocks                 # descriptor HDC blocks
+    convs += [(w, w), (w, w), (w, 1)]                         # edge head
+    convs += [(w + 1, w)] + [(w, w)] * 3 * coarse_blocks + [(w, w), (w, 3)]   # coarse head
+    convs += [(w + 1 + 3, w)] + [(w, w)] * 3 * refine_blocks + [(w, 3)]       # refine head
+    conv = sum(2 * 9 * cin * cout for cin, cout in convs)
+    blocks = descriptor_blocks + coarse_blocks + refine_blocks
+    bn_relu_layers = 3 * blocks + 2 + 2 + 1                   # HDC convs, edge x2, coarse in/mid, refine in
+    elementwise = (sum(cout for _, cout in convs)             # biases
+                   + bn_relu_layers * w * 3                   # BN scale + shift, ReLU
+                   + blocks * w                               # HDC residual adds
+                   + 3)                                       # prediction = coarse + residual
+    return {"conv": conv, "elementwise": elementwise}
+
+
+def counted_flops(model: nn.Module, size: int = 64, batch: int = 1) -> int:
+    """FLOPs of one forward pass on a (batch,3,size,size) input, as FlopCounterMode counts them."""
+    parameter = next(model.parameters())
+    x = torch.rand(batch, 3, size, size, device=parameter.device, dtype=parameter.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
