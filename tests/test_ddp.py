@@ -8,11 +8,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from csgis import distributed as ddp
+from csgis.checkpoint import unwrap_model
 from csgis.train import NonFiniteLossError, train_step
 from csgis.train.loop import build_train_loader
 from csgis.train.state import epoch_seed
 from csgis.train.step import to_device
-from csgis.checkpoint import unwrap_model
 
 GLOBAL_BATCH = 4
 STEPS = 3
@@ -159,3 +159,49 @@ def test_sampler_order_depends_on_seed_and_epoch_and_skips_prefix():
     for s in (r0, r1):
         s.set_epoch(3)
     assert list(r0) == full[0::2] and list(r1) == full[1::2]
+
+
+def test_train_py_under_torchrun_two_gloo_processes_saves_once_and_resumes(demo_root, tmp_path, repo_root):
+    """The whole training path under torchrun: 2 CPU processes share the global batch; rank 0 alone
+    logs and writes the run folder; --resume continues under DDP."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from _helpers import tiny_config
+
+    from csgis.checkpoint import load_smoother, load_training_state
+    from csgis.config import to_dict
+    from csgis.train import read_metrics
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(to_dict(tiny_config(demo_root, tmp_path, "ddp", data={"repeat": 1},
+                                                         train={"epochs": 1, "freeze_bn": True}))))
+
+    def torchrun_train(*extra):
+        return subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(repo_root / "train.py"),
+                               "--config", str(config), *extra], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp_path)
+
+    first = torchrun_train()
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "ddp"
+    log = (run / "train.log").read_text()
+    assert "world 2 | global batch 4" in log
+    assert log.count("epoch 1/1 done") == 1  # one writer
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1] and rows[0]["step"] == 4  # 16 samples / global batch 4
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert (state["epoch"], state["global_step"]) == (1, 4)
+    assert torch.equal(load_smoother(run / "models" / "latest.pth").state_dict()["stem.weight"],
+                       state["model"]["stem.weight"])
+
+    again = torchrun_train("--resume", "train.epochs=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in (run / "train.log").read_text()
+    assert [r["epoch"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]
+    resumed = load_training_state(run / "training_states" / "latest.state")
+    assert (resumed["epoch"], resumed["global_step"]) == (2, 8)
+    assert not torch.equal(resumed["model"]["stem.weight"], state["model"]["stem.weight"])

@@ -35,10 +35,6 @@ def test_large_blocks_are_reused_instead_of_faulted_in_again(repo_root):
     assert faults["1"] < faults["0"] / 4  # measured here: 983,100 vs 81,921
 
 
-def test_reuse_is_idempotent():
-    assert reuse_large_allocations() is reuse_large_allocations()
-
-
 def test_parallel_map_after_torch_and_opencv_have_run(repo_root, tmp_path):
     """Worker processes start cleanly in a process whose torch and OpenCV thread pools are running
     (forked workers inherited their locks and hung: make_report.py stalled this way)."""
