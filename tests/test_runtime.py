@@ -4,7 +4,6 @@ import textwrap
 
 import pytest
 
-from csgis.runtime import reuse_large_allocations
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
