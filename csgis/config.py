@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Smoothing network (SPEC 1)."""
+    """Smoothing network (docs/method.md §1)."""
     width: int = 64                # channels of every hidden layer
     descriptor_blocks: int = 12    # HDC blocks in the shared descriptor (release test script: 20)
     coarse_blocks: int = 3         # HDC blocks in the coarse head
@@ -34,7 +34,7 @@ class ModelConfig:
 
 @dataclass
 class SegmenterConfig:
-    """DeepLabV3+ MobileNetV2 segmentation branch (SPEC 2)."""
+    """DeepLabV3+ MobileNetV2 segmentation branch (docs/method.md §2)."""
     checkpoint: str = ""           # DeepLabV3Plus-Pytorch file or ours; required when loss.segmentation > 0
     output_stride: int = 16        # 16 as trained by its authors; the release builds it at 8
     num_classes: int = 21          # VOC: 20 classes + background
@@ -45,7 +45,7 @@ class SegmenterConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights and switches (SPEC 3). A weight of 0 switches the term off."""
+    """Loss weights and switches (docs/method.md §3). A weight of 0 switches the term off."""
     l1: float = 1.0                # L1(coarse, gt) + L1(prediction, gt)
     ssim: float = 0.1              # multi-scale SSIM loss weight
     ssim_scales: int = 4           # 2x2 max-pooled scales of the SSIM loss
@@ -66,7 +66,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """Datasets (SPEC 4-5)."""
+    """Datasets (docs/method.md §4-5)."""
     root: str = "data/demo"        # dataset folder (manifest.csv) or the authors' released layout
     format: str = "manifest"       # manifest | released | online
     train_split: str = "train"     # split names of the manifest
@@ -87,7 +87,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping (SPEC 5)."""
+    """Optimisation and bookkeeping (docs/method.md §5)."""
     epochs: int = 150              # the released checkpoint is from epoch 218
     batch_size: int = 8            # global batch (split across DDP ranks)
     lr: float = 1e-3

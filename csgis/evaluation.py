@@ -1,4 +1,4 @@
-"""Scoring folders of results, trained models and classical baselines (SPEC 6-7).
+"""Scoring folders of results, trained models and classical baselines (docs/method.md §6-7).
 
 Library side of scripts/evaluate.py and scripts/baselines.py:
 - `match_folder` / `match_manifest`: pair prediction files with ground truths (rules below).
@@ -40,7 +40,7 @@ from csgis.runtime import parallel_map
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 CONVENTIONS = {
-    "paper": "PSNR/SSIM paper convention (zero-padded Gaussian SSIM on [0,1] RGB, SPEC 6)",
+    "paper": "PSNR/SSIM paper convention (zero-padded Gaussian SSIM on [0,1] RGB, docs/method.md §6)",
     "standard": "PSNR/SSIM standard convention (BasicSR/skimage-compatible: valid-window Gaussian "
                 "SSIM on uint8 RGB, per channel)",
 }
@@ -204,7 +204,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def format_table(summaries: dict[str, dict], title: str = "") -> str:
-    """Text table of method -> summary, both conventions; the header names them (SPEC 6)."""
+    """Text table of method -> summary, both conventions; the header names them (docs/method.md §6)."""
     timed = any("seconds_per_image" in s for s in summaries.values())
     width = max([len("method")] + [len(m) for m in summaries])
     header = (f"{'method':<{width}}  {'N':>5}  {'PSNR':>7}  {'SSIM':>6}  |  {'PSNR':>7}  {'SSIM':>6}"

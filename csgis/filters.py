@@ -1,4 +1,4 @@
-"""Classical structure-preserving smoothers (SPEC 7): uint8 RGB (H, W, 3) or gray (H, W) in,
+"""Classical structure-preserving smoothers (docs/method.md §7): uint8 RGB (H, W, 3) or gray (H, W) in,
 uint8 of the same shape out.
 
 `FILTERS` maps a short name to the function; every keyword has its default in the function
@@ -143,7 +143,7 @@ def rtv_solve(source: np.ndarray, wx: np.ndarray, wy: np.ndarray, lambda_: float
 
 def rtv(image: np.ndarray, lambda_: float = 0.015, sigma: float = 3.0, iterations: int = 4,
         sharpness: float = 0.02, eps: float = 1e-3) -> np.ndarray:
-    """Relative Total Variation texture removal (Xu et al. 2012) on [0, 1] RGB; SPEC: lambda 0.015, sigma 3.
+    """Relative Total Variation texture removal (Xu et al. 2012) on [0, 1] RGB; docs/method.md §7: lambda 0.015, sigma 3.
 
     Minimises sum (S - I)^2 + lambda' * (D_x / (L_x + eps) + D_y / (L_y + eps)) by the paper's
     iteratively re-weighted linear systems (rtv_weights -> rtv_solve). Parameter conventions follow
@@ -165,7 +165,7 @@ def rtv(image: np.ndarray, lambda_: float = 0.015, sigma: float = 3.0, iteration
 
 # --------------------------------------------------------------------------- OpenCV wrappers
 def rgf(image: np.ndarray, sigma_s: float = 4.0, sigma_r: float = 25.5, iterations: int = 4) -> np.ndarray:
-    """Rolling guidance filter (Zhang et al. 2014) on uint8; sigma_r 25.5 = 0.1 on [0, 1] (SPEC 7)."""
+    """Rolling guidance filter (Zhang et al. 2014) on uint8; sigma_r 25.5 = 0.1 on [0, 1] (docs/method.md §7)."""
     rgb = _as_rgb(image)
     out = cv2.ximgproc.rollingGuidanceFilter(rgb, None, -1, sigma_r, sigma_s, iterations)
     return _like_input(out, image)

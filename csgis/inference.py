@@ -1,7 +1,7 @@
 """Tiled, batched smoothing of images of any size.
 
 The smoothing network has no down-sampling and every layer is a zero-padded 3x3 convolution
-(SPEC 1), so an output pixel depends only on inputs within `model.receptive_radius()` pixels. A
+(docs/method.md §1), so an output pixel depends only on inputs within `model.receptive_radius()` pixels. A
 tile's *core* is therefore computed exactly from a *crop* that extends the core by that margin on
 every side where the image continues; where the crop meets the image border, the network's own
 zero padding sees exactly what it sees on the whole image. With eval-mode BatchNorm (an affine map

@@ -1,4 +1,4 @@
-"""CSGIS-Net training losses (SPEC 3): L1, multi-scale SSIM, edge, DTV, contrastive, segmentation.
+"""CSGIS-Net training losses (docs/method.md §3): L1, multi-scale SSIM, edge, DTV, contrastive, segmentation.
 
 Formulas follow the authors' release (defs/losses.py, defs/Myloss.py, defs/pytorch_ssim.py and
 the HDC_cons_seg branch of train+cons+seg.py). Every term is computed in float32 (float64 when
@@ -68,7 +68,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
          data_range: float = 1.0, padding: str = "same") -> torch.Tensor:
     """Gaussian SSIM per channel, mean over everything; x, y (B,C,H,W) -> scalar.
 
-    padding="same": zero 'same' padding (the authors' pytorch_ssim, SPEC 3 and the paper metric);
+    padding="same": zero 'same' padding (the authors' pytorch_ssim, docs/method.md §3 and the paper metric);
     padding="valid": only full windows (skimage / BasicSR metric). C1=(0.01 L)^2, C2=(0.03 L)^2,
     population (not sample) variances. float64 inputs are computed in float64, others in float32.
     """
@@ -254,7 +254,7 @@ def segmentation_loss(seg_logits: torch.Tensor, label: torch.Tensor) -> torch.Te
 
 # ----------------------------------------------------------------------------- total
 class CSGISLoss(nn.Module):
-    """Weighted sum of the SPEC 3 terms; forward(out, batch) -> (total, parts).
+    """Weighted sum of the terms of docs/method.md §3; forward(out, batch) -> (total, parts).
 
     parts holds detached scalars: each computed term's weighted contribution under its name
     (l1, ssim, edge, dtv, contrastive, segmentation; they add up to `total`), the unweighted

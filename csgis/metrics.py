@@ -1,4 +1,4 @@
-"""PSNR / SSIM on saved uint8 results, in two named conventions (SPEC 6).
+"""PSNR / SSIM on saved uint8 results, in two named conventions (docs/method.md §6).
 
 paper:    RGB scaled to [0,1] in float64, PSNR = 10 log10(1/MSE), SSIM = the training loss's
           zero-padded 11x11 Gaussian SSIM (sigma 1.5, C1=0.01^2, C2=0.03^2), mean over everything.

@@ -1,4 +1,4 @@
-"""Build VOC-smooth (SPEC 4) from a PASCAL VOC 2012 tree and a folder of texture images.
+"""Build VOC-smooth (docs/method.md §4) from a PASCAL VOC 2012 tree and a folder of texture images.
 
     python dataset_utils/build_voc_smooth.py --voc-root VOCdevkit/VOC2012 --textures TEX --out DIR
 

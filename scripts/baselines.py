@@ -1,4 +1,4 @@
-"""Classical smoothers (SPEC 7) on a dataset split, parameters chosen on the validation split.
+"""Classical smoothers (docs/method.md §7) on a dataset split, parameters chosen on the validation split.
 
     python scripts/baselines.py --data data/voc_smooth --split test [--val-split val] \
         [--filters l0,rtv,rgf,gf,bf,btf,fgs] [--select ssim_paper] [--json baselines.json] \

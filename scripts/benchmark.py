@@ -50,9 +50,9 @@ from csgis.runtime import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 
 # Published forward cost per pixel (MFLOP) by descriptor block count, for width 64 and 3/6 head blocks.
-SPEC_MFLOP_PER_PIXEL = {12: 5.03, 20: 6.8}
+PUBLISHED_MFLOP_PER_PIXEL = {12: 5.03, 20: 6.8}
 # Exact parameter counts by descriptor block count (width 64, 3/6 head blocks).
-SPEC_PARAMETERS = {12: 2_528_519, 20: 3_417_863}
+PUBLISHED_PARAMETERS = {12: 2_528_519, 20: 3_417_863}
 
 # Dense (no structured sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets,
 # matched against torch.cuda.get_device_name() in this order (most specific first).
@@ -89,7 +89,7 @@ def counted_flops(model: nn.Module, size: int = 64, batch: int = 1) -> int:
 
 
 def flop_report(arch: dict, size: int = 64) -> dict:
-    """Parameters, counted and architectural FLOPs per pixel, and the check against SPEC 1."""
+    """Parameters, counted and architectural FLOPs per pixel, and the check against the published figures (docs/method.md §1)."""
     torch.manual_seed(0)
     model = Smoother(**arch)
     per_pixel_counted = counted_flops(model, size) / (size * size)
@@ -102,17 +102,17 @@ def flop_report(arch: dict, size: int = 64) -> dict:
         "count_input": f"1x3x{size}x{size}",
         "convention": ("FLOP = 2 x multiply-adds of the convolutions (torch FlopCounterMode); "
                        "bias, BN, ReLU, adds and concatenations are not counted"),
-        "spec_mflop_per_pixel": None, "relative_to_spec": None, "within_1pct_of_spec": None,
-        "spec_parameters": None, "parameters_match_spec": None,
+        "published_mflop_per_pixel": None, "relative_to_published": None, "within_1pct_of_published": None,
+        "published_parameters": None, "parameters_match_published": None,
     }
     standard_heads = arch["width"] == 64 and arch["coarse_blocks"] == 3 and arch["refine_blocks"] == 6
-    if standard_heads and arch["descriptor_blocks"] in SPEC_MFLOP_PER_PIXEL:
-        spec = SPEC_MFLOP_PER_PIXEL[arch["descriptor_blocks"]]
+    if standard_heads and arch["descriptor_blocks"] in PUBLISHED_MFLOP_PER_PIXEL:
+        spec = PUBLISHED_MFLOP_PER_PIXEL[arch["descriptor_blocks"]]
         relative = report["counted_mflop_per_pixel"] / spec - 1.0
-        report.update(spec_mflop_per_pixel=spec, relative_to_spec=relative,
-                      within_1pct_of_spec=abs(relative) <= 0.01,
-                      spec_parameters=SPEC_PARAMETERS[arch["descriptor_blocks"]],
-                      parameters_match_spec=report["parameters"] == SPEC_PARAMETERS[arch["descriptor_blocks"]])
+        report.update(published_mflop_per_pixel=spec, relative_to_published=relative,
+                      within_1pct_of_published=abs(relative) <= 0.01,
+                      published_parameters=PUBLISHED_PARAMETERS[arch["descriptor_blocks"]],
+                      parameters_match_published=report["parameters"] == PUBLISHED_PARAMETERS[arch["descriptor_blocks"]])
     return report
 
 
@@ -284,7 +284,7 @@ def benchmark_inference(arch: dict, device: torch.device, variants: Sequence[Var
 
 # ----------------------------------------------------------------------------- training
 def make_training_batch(batch: int, patch: int, num_classes: int = 21, seed: int = 0) -> dict:
-    """Synthetic batch with the dataset's keys and dtypes (SPEC data items), on CPU."""
+    """Synthetic batch with the dataset's keys and dtypes (the dataset's items), on CPU."""
     g = torch.Generator().manual_seed(seed)
     gt = torch.rand(batch, 3, patch, patch, generator=g)
     return {
@@ -586,9 +586,9 @@ def format_table(report: dict) -> str:
     lines = [f"Device: {env['device_name']} ({env['device']}) | torch {env['torch']} | CPU count {env['cpu_count']}, "
              f"torch threads {env['torch_threads']} | commit {env['git_commit']} | load average "
              f"{env['load_average_start']} -> {env.get('load_average_end')}", ""]
-    spec = fl["spec_mflop_per_pixel"]
+    spec = fl["published_mflop_per_pixel"]
     vs_spec = "n/a" if spec is None else f"{100 * fl['relative_to_spec']:+.2f}%"
-    lines += ["| model | parameters | counted MFLOP/px | analytic MFLOP/px | SPEC MFLOP/px | counted vs SPEC |",
+    lines += ["| model | parameters | counted MFLOP/px | analytic MFLOP/px | published MFLOP/px | counted vs published |",
               "|---|---|---|---|---|---|",
               f"| width {report['arch']['width']}, blocks {report['arch']['descriptor_blocks']}/"
               f"{report['arch']['coarse_blocks']}/{report['arch']['refine_blocks']} | {fl['parameters']:,} | "

@@ -1,8 +1,8 @@
-"""Print the README's table of config keys, generated from csgis/config.py (defaults + comments).
+"""Print the table of config keys in docs/CONFIG.md, generated from csgis/config.py (defaults + comments).
 
 Usage: python scripts/config_table.py            print the table
-       python scripts/config_table.py --update   rewrite the table in README.md between its markers
-The test suite checks that README.md holds exactly this table.
+       python scripts/config_table.py --update   rewrite the table in docs/CONFIG.md between its markers
+The test suite checks that docs/CONFIG.md holds exactly this table.
 """
 import ast
 import sys
@@ -33,6 +33,7 @@ def comments() -> dict:
 
 
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+DOC = "docs/CONFIG.md"
 
 
 def table() -> str:
@@ -49,11 +50,11 @@ def main() -> None:
     if "--update" not in sys.argv[1:]:
         print(table(), end="")
         return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    doc = ROOT / DOC
+    text = doc.read_text()
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(head + START + "\n" + table() + END + tail)
+    doc.write_text(head + START + "\n" + table() + END + tail)
 
 
 if __name__ == "__main__":

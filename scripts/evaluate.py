@@ -1,4 +1,4 @@
-"""Score smoothing results with PSNR/SSIM in both conventions (SPEC 6).
+"""Score smoothing results with PSNR/SSIM in both conventions (docs/method.md §6).
 
 Score a folder of saved results against ground truths (matched by name, NKS-style S12T03 -> S12,
 or a dataset manifest):

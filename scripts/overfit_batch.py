@@ -5,7 +5,7 @@
 Takes `--batch` training images of `--data` (every k-th row of the split, optionally only ids
 starting with `--kind`), cuts the same centre crop of `--size` px from input and GT, and trains
 a fresh network of the config's model section on that one batch with the reconstruction loss
-only (L1 of the coarse image and of the prediction, as in SPEC 3), Adam at the config's lr (or
+only (L1 of the coarse image and of the prediction, as in docs/method.md §3), Adam at the config's lr (or
 `--lr`), no augmentation, BatchNorm frozen when the config says train.freeze_bn. Prints the PSNR
 on the batch (float, [0,1] RGB, clamped) every `--every` steps. A network that cannot get far
 above the test scores on 8 crops it sees every step will not get there on the whole dataset in

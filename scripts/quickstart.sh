@@ -7,7 +7,7 @@
 #      model weights/demo_smoother.pth, score it in both metric conventions, and draw a
 #      side-by-side comparison image
 # Rerunning is safe: the dataset is reused when complete, results are rewritten in place.
-# To train the shipped model yourself, see README ("Train the demo model") or scripts/make_report.py.
+# To train the shipped model yourself, see README ("Checkpoints") or scripts/make_report.py.
 # Results: results/quickstart/{smoothed/, metrics.json, per_image.csv, comparison.png}
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -43,8 +43,8 @@ def test_default_model_matches_spec_flops_and_parameters():
     assert n12["elementwise"] / n12["conv"] < 0.01
     report = flop_report({"width": 64, "descriptor_blocks": 12, "coarse_blocks": 3, "refine_blocks": 6}, size=8)
     assert report["counted_mflop_per_pixel"] == pytest.approx(5.030784, abs=1e-9)
-    assert report["within_1pct_of_spec"] is True
-    assert report["parameters"] == 2_528_519 and report["parameters_match_spec"] is True
+    assert report["within_1pct_of_published"] is True
+    assert report["parameters"] == 2_528_519 and report["parameters_match_published"] is True
 
 
 def test_variants_and_peaks():

@@ -1,4 +1,4 @@
-"""Texture blending, edge labels and smoothers of csgis.data.blend (SPEC 4)."""
+"""Texture blending, edge labels and smoothers of csgis.data.blend (docs/method.md §4)."""
 import numpy as np
 import pytest
 
@@ -78,7 +78,7 @@ def test_amplitude_and_colour_variant_scale_each_channel():
 
 
 def _numpy_edges(gt):
-    """Independent SPEC 4 edge label: 3x3 Sobel on the blue channel, reflect-101 borders."""
+    """Independent docs/method.md §4 edge label: 3x3 Sobel on the blue channel, reflect-101 borders."""
     blue = np.pad(gt[..., 2].astype(np.int64), 1, mode="reflect")  # numpy 'reflect' == OpenCV REFLECT_101
     kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
     h, w = gt.shape[:2]

@@ -1,4 +1,4 @@
-"""Joint augmentation (SPEC 5): one geometry and one set of colour factors for all five tensors."""
+"""Joint augmentation (docs/method.md §5): one geometry and one set of colour factors for all five tensors."""
 import math
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Texture blending, edge labels and classical smoothing: the one copy every dataset builder uses.
 
-Blending (SPEC 4; re-implemented from what the authors' dataset_utils/blend_conc.py does):
+Blending (docs/method.md §4; re-implemented from what the authors' dataset_utils/blend_conc.py does):
   the texture is turned to gray, TILED (never resized) over the structure image starting at its
   top-left corner (`offset` shifts the tiling), the mean of the tiled pattern is subtracted, the
   zero-mean pattern is added to every channel of the ground truth at full strength, and the result
@@ -10,7 +10,7 @@ Blending (SPEC 4; re-implemented from what the authors' dataset_utils/blend_conc
   `amplitude` and `color` give an optional variant (pattern scaled, or tinted per channel);
   the defaults (1.0, None) are the authors' blending.
 
-Edge labels (SPEC 4): on the ground truth's BLUE channel, 0.5|Sobel_x| + 0.5|Sobel_y| with 3x3
+Edge labels (docs/method.md §4): on the ground truth's BLUE channel, 0.5|Sobel_x| + 0.5|Sobel_y| with 3x3
   kernels (each magnitude saturated to 255, borders reflected without repeating the edge pixel,
   the weighted sum rounded half to even), < 50 -> 0, else 1. Files store 0 / 255.
 
@@ -20,7 +20,7 @@ Smoothing (`smooth`: the csgis.filters implementations, e.g. L0 in numpy because
   two strengths, configurable by name and parameters (`parse_smoother`: "l0:lambda=0.015").
   Defaults and why:
   - GT_SMOOTHER = L0 gradient minimisation, lambda 0.015, kappa 2: in the 0.01-0.02 range the
-    released baseline uses (SPEC 7: 0.01); fine texture, fur and grain go, object outlines and
+    released baseline uses (docs/method.md §7: 0.01); fine texture, fur and grain go, object outlines and
     large shading stay (checked by eye on VOC-size photos).
   - OVER_SMOOTHER = L0, lambda 0.08: about 5x the GT strength. Small and low-contrast structures
     (eyes, mouths, thin parts) merge into their surroundings and shading becomes flat patches, so
@@ -80,7 +80,7 @@ def blend_texture(gt: np.ndarray, texture: np.ndarray, offset: tuple = (0, 0),
 
 
 def edge_label(gt: np.ndarray, threshold: int = EDGE_THRESHOLD) -> np.ndarray:
-    """Binary structure edges of gt (H,W,3) RGB uint8 -> (H,W) uint8 in {0,1} (SPEC 4, blue channel)."""
+    """Binary structure edges of gt (H,W,3) RGB uint8 -> (H,W) uint8 in {0,1} (docs/method.md §4, blue channel)."""
     gt = np.asarray(gt)
     if gt.dtype != np.uint8 or gt.ndim != 3 or gt.shape[2] != 3:
         raise ValueError(f"edge_label expects (H,W,3) uint8 RGB, got {gt.dtype} {gt.shape}")

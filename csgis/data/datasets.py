@@ -1,4 +1,4 @@
-"""VOC-smooth datasets (SPEC 4): files -> dict of five tensors.
+"""VOC-smooth datasets (docs/method.md §4): files -> dict of five tensors.
 
 Every item is a dict:
   input, gt, over_smoothed  (3, H, W) float32 in [0, 1]
@@ -166,7 +166,7 @@ class ManifestDataset(Dataset):
 # --- the authors' released layout ------------------------------------------------------------
 
 # Split name -> candidate sub-folders of the released root, first existing wins. The release
-# validated on its training folder by mistake (SPEC 4); here every split needs its own folder.
+# validated on its training folder by mistake (docs/method.md §4); here every split needs its own folder.
 RELEASED_SPLIT_FOLDERS = {
     "train": ("train",),
     "val": ("val", "val_small", "valid", "validation"),

@@ -1,4 +1,4 @@
-"""Joint augmentation of a VOC-smooth sample (SPEC 5): one geometry and one set of colour
+"""Joint augmentation of a VOC-smooth sample (docs/method.md §5): one geometry and one set of colour
 factors for all five tensors.
 
 A sample is a dict: input, gt, over_smoothed (3, H, W) float32 in [0, 1]; edge (1, H, W) float32
@@ -10,7 +10,7 @@ and applied to every tensor, so labels, edges, GT and over-smoothed image cannot
 - rotated patches use one `grid_sample` grid for all tensors: bilinear for images, nearest for
   labels and edges.
 Outside the source image (padding of small images, corners brought in by a rotation) labels are
-255 (ignore) and edges 0, as the brief of SPEC 5 asks (the release filled labels with class 0).
+255 (ignore) and edges 0, as docs/method.md §5 asks (the release filled labels with class 0).
 Images are filled by mirror reflection rather than black: a black fill puts a sharp step into GT
 and input that the edge label (0 there) does not mark, and a flat region the network learns
 nothing from; mirrored content is still a valid (input, GT, over-smoothed) triple.
@@ -144,7 +144,7 @@ def color_jitter(sample: dict, brightness: float = 1.0, contrast: float = 1.0, h
 
 class JointRandomTransform:
     """Training augmentation: random crop (padding small images), horizontal flip, rotation in
-    [-rotate, rotate] degrees, colour jitter with one set of factors (SPEC 5).
+    [-rotate, rotate] degrees, colour jitter with one set of factors (docs/method.md §5).
 
     Randomness comes from `generator` or, when None, torch's global RNG (seeded per DataLoader
     worker by torch, and by the engine's seed in the main process).

@@ -1,4 +1,4 @@
-"""DeepLabV3+ with a MobileNetV2 backbone, in the DeepLabV3Plus-Pytorch (VainF) layout (SPEC 2).
+"""DeepLabV3+ with a MobileNetV2 backbone, in the DeepLabV3Plus-Pytorch (VainF) layout (docs/method.md §2).
 
 Module names, parameter shapes and the forward computation equal VainF's `deeplabv3plus_mobilenet`
 so that its `best_deeplabv3plus_mobilenet_voc_os16.pth` (`{"model_state": state_dict, ...}`) loads

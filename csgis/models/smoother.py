@@ -1,4 +1,4 @@
-"""CSGIS-Net smoothing network (SPEC 1): HDC descriptor, edge head, coarse head, refine head.
+"""CSGIS-Net smoothing network (docs/method.md §1): HDC descriptor, edge head, coarse head, refine head.
 
 Everything runs at full resolution with 3x3 convolutions whose padding equals their dilation, so
 the output has the input's size for any H, W. Module names here are ours; the mapping to the

@@ -1,4 +1,4 @@
-"""Frozen VGG16 feature taps (relu1_2 ... relu4_3) for the contrastive losses (SPEC 3).
+"""Frozen VGG16 feature taps (relu1_2 ... relu4_3) for the contrastive losses (docs/method.md §3).
 
 The layer stack and its state-dict keys (`features.<i>.weight`) are torchvision's VGG16, so
 torchvision's ImageNet file loads as is. Weights are never downloaded: `weights="imagenet"` reads
