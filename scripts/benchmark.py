@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from csgis.device import AMP_DTYPES, autocast, resolve_device
-from csgis.models.smoother import Smoother, architecture_flops, count_parameters
+from csgis.models.smoother import Smoother, architecture_flops, count_parameters, counted_flops
 from csgis.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,20 +73,6 @@ CUDA_DEFAULT_VARIANTS = ("eager", "channels_last", "bf16", "fp16", "compile",
 
 
 # ----------------------------------------------------------------------------- FLOPs
-def counted_flops(model: nn.Module, size: int = 64, batch: int = 1) -> int:
-    """FLOPs of one forward pass on a (batch,3,size,size) input, as FlopCounterMode counts them."""
-    parameter = next(model.parameters())
-    x = torch.rand(batch, 3, size, size, device=parameter.device, dtype=parameter.dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
-
-
 def flop_report(arch: dict, size: int = 64) -> dict:
     """Parameters, counted and architectural FLOPs per pixel, and the check against the published figures (docs/method.md §1)."""
     torch.manual_seed(0)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from benchmark import (BenchmarkOptions, counted_flops, flop_report, format_table, parse_variant,
-                       peak_for_device_name, run_benchmarks, save_report, skip_reason)
-from csgis.models.smoother import Smoother, architecture_flops
+from benchmark import (BenchmarkOptions, flop_report, format_table, parse_variant, peak_for_device_name,
+                       run_benchmarks, save_report, skip_reason)
+from csgis.models.smoother import Smoother, architecture_flops, counted_flops
 
 
 def tiny_conv_macs_per_pixel(w: int) -> int:

@@ -196,6 +196,8 @@ def architecture_flops(width: int = 64, descriptor_blocks: int = 12, coarse_bloc
 
 def counted_flops(model: nn.Module, size: int = 64, batch: int = 1) -> int:
     """FLOPs of one forward pass on a (batch,3,size,size) input, as FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     parameter = next(model.parameters())
     x = torch.rand(batch, 3, size, size, device=parameter.device, dtype=parameter.dtype)
     was_training = model.training
