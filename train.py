@@ -17,7 +17,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML experiment file (configs/*.yaml)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from experiments/<name>/training_states/latest.state (same as resume=auto)")
+                        help="continue from experiments/<name>/training_states/latest.state, which must exist "
+                             "(resume=auto instead continues when there is a state and starts afresh otherwise)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh even if the run folder holds a run (it is moved to <name>_archived_<time>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -47,6 +48,12 @@ def main(argv=None) -> int:
     from csgis.train import (NonFiniteLossError, RunExistsError, SegmenterCheckpointError,
                              TrainingInterrupted, train)
 
+    if args.resume:
+        from csgis.train.run_folder import run_paths
+        state = run_paths(cfg).state
+        if not state.is_file():
+            return fail(f"--resume: there is no training state {state} (is name={cfg.name} right? "
+                        f"without --resume a new run starts)", 2)
     info = ddp.init_distributed()
     try:
         train(cfg, resume="auto" if args.resume else None, overwrite=args.overwrite, info=info)

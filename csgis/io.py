@@ -17,6 +17,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+# Decoding problems are reported by our own errors, which name the file; OpenCV's warnings on
+# stderr would only add noise to that one line.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -78,6 +82,22 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         except Exception:
             raise ImageReadError(f"{path}: not a readable image file") from None
     return to_uint8_rgb(img, str(path))
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file from its header (decoding the whole file only when Pillow
+    cannot read the header); ImageReadError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    try:
+        with Image.open(path) as pil:
+            return pil.size
+    except Exception:
+        height, width = read_image(path).shape[:2]
+        return width, height
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:

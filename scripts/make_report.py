@@ -7,7 +7,7 @@ The report is data: its rows (training config, overrides, seeds, step scale) and
 live in one YAML file (`--config`, see configs/reports/demo.yaml). The script works in three steps,
 each of which resumes (finished work is read back from its files):
   1. plan     every row x seed is a run <experiments>/<row>_s<seed>, trained by
-              `python train.py --config <row config> --resume name=... seed=... <overrides>`;
+              `python train.py --config <row config> name=... seed=... <overrides> resume=auto`;
   2. collect  runs are read from their config.yaml and metrics.jsonl (never from training
               states); their final weights (models/latest.pth) and best.pth are scored on the test
               split in both metric conventions, cached in <run>/test_metrics_<weights>.json; the
@@ -193,15 +193,16 @@ def finished(run: Run) -> bool:
 def train_runs(plan: Plan, runs: list[Run], retrain_stale: bool) -> list[str]:
     """Train what is missing or unfinished (the first row first: it is the one that ships) -> failed runs.
 
-    `train.py --resume` also writes metrics.jsonl for a run from before it existed, from its state.
+    Resuming also writes metrics.jsonl for a run from before it existed, from its training state.
     """
     failed = []
     for run in sorted(runs, key=lambda r: (plan.seeds.index(r.seed), plan.verdicts[:1] != [r.row.name])):
         stale = stale_keys(run, plan)
         if (stale and not retrain_stale) or (finished(run) and not stale):
             continue
-        command = [sys.executable, "train.py", "--config", run.row.path, "--overwrite" if stale else "--resume",
-                   *run_overrides(run, plan)]
+        # resume=auto: continue a run that has a state, start one that has none
+        command = [sys.executable, "train.py", "--config", run.row.path, *(["--overwrite"] if stale else []),
+                   *run_overrides(run, plan), *([] if stale else ["resume=auto"])]
         print("$ " + " ".join(command), flush=True)
         if subprocess.call(command, cwd=ROOT) != 0:
             failed.append(run.name)

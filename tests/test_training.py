@@ -249,15 +249,20 @@ def test_process_killed_while_writing_a_checkpoint_leaves_latest_loadable(demo_r
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert proc.returncode == 9, proc.stderr[-2000:]
     run = tmp_path / "killed"
-    # The run died writing epoch 2's latest.pth: latest and the state are epoch 1's, intact.
+    # The run died writing epoch 2's latest.pth: latest.pth is epoch 1's, intact (the half-written file
+    # never took its name), and the state is the one saved before epoch 2's validation.
     latest = load_smoother(run / "models" / "latest.pth")
     raw = torch.load(run / "models" / "latest.pth", weights_only=True)
     state = load_training_state(run / "training_states" / "latest.state")
-    assert raw["epoch"] == 1 and state["epoch"] == 1
-    assert_same_tensors(latest.state_dict(), state["model"], "latest vs state after the kill")
-    # The half-written file never took latest's name; resuming from the state finishes the run.
+    assert raw["epoch"] == 1 and (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (1, 8, 16)
+    assert not torch.equal(latest.state_dict()["stem.weight"], state["model"]["stem.weight"])
+    # Resuming trains nothing again: it validates epoch 2 and writes its checkpoints; the run ends as
+    # an uninterrupted one does.
     result = train(tiny_config(demo_root, tmp_path, "killed", train={"save_every": 100}), resume="auto")
-    assert result["global_step"] == 16
+    straight = train(tiny_config(demo_root, tmp_path, "straight", train={"save_every": 100}))
+    assert result["global_step"] == straight["global_step"] == 16
+    assert_same_tensors(load_smoother(run / "models" / "latest.pth").state_dict(),
+                        load_smoother(tmp_path / "straight" / "models" / "latest.pth").state_dict(), "final")
 
 
 # ----------------------------------------------------------------------------- segmentation task

@@ -8,6 +8,7 @@ from importlib import import_module
 _EXPORTS = {
     "build_dataset": "datasets", "ManifestDataset": "datasets", "ReleasedLayoutDataset": "datasets",
     "OnlineBlendDataset": "datasets", "RepeatDataset": "datasets", "DatasetError": "datasets",
+    "check_dataset": "datasets",
     "JointRandomTransform": "transforms", "CenterCrop": "transforms", "center_crop": "transforms",
     "color_jitter": "transforms", "read_manifest": "manifest",
 }

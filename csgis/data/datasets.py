@@ -32,6 +32,44 @@ class DatasetError(ValueError):
     """A dataset folder or one of its files is inconsistent (message names the files)."""
 
 
+def check_dataset(dataset: Dataset, what: str) -> None:
+    """Fail fast, before training: every file the dataset will read exists, has a readable header
+    and the size of its GT. DatasetError with the first problem and how many there are."""
+    problems = dataset.file_problems() if hasattr(dataset, "file_problems") else []
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+        raise DatasetError(f"{what}: {problems[0]}{more}")
+
+
+def _size_problems(groups, sizes: dict) -> list[str]:
+    """groups: [(reference path, [other paths])]; all must share the reference's size."""
+    problems = []
+
+    def size(path):
+        if path not in sizes:
+            try:
+                sizes[path] = io.image_size(path)
+            except io.ImageReadError as e:
+                sizes[path] = str(e)
+        return sizes[path]
+
+    for reference, others in groups:
+        ref = size(reference)
+        if isinstance(ref, str):
+            if ref not in problems:
+                problems.append(ref)
+            continue
+        for other in others:
+            got = size(other)
+            if isinstance(got, str):
+                if got not in problems:
+                    problems.append(got)
+            elif got != ref:
+                problems.append(f"size mismatch: {other} is {got[0]}x{got[1]} (WxH) but {reference} is "
+                                f"{ref[0]}x{ref[1]}")
+    return problems
+
+
 # --- file readers ----------------------------------------------------------------------------
 
 def _palette_lookup() -> dict[int, int]:
@@ -142,6 +180,12 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def file_problems(self) -> list[str]:
+        """Missing, unreadable or mis-sized files of this split (headers only)."""
+        groups = [(self.root / r["gt"], [self.root / r[k] for k in ("input", "edge", "over", "seg") if r.get(k)])
+                  for r in self.rows]
+        return _size_problems(groups, {})
+
     def load(self, index: int) -> dict:
         """Untransformed item at `index` (full image)."""
         row = self.rows[index]
@@ -236,6 +280,25 @@ class ReleasedLayoutDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def file_problems(self) -> list[str]:
+        """Missing, unreadable or mis-sized files of this split (headers only)."""
+        problems, sizes = [], {}
+        for number, path in self.files:
+            try:
+                width, height = io.image_size(path)
+            except io.ImageReadError as e:
+                problems.append(str(e))
+                continue
+            if width % 2:
+                problems.append(f"{path}: width {width} is odd; expected [GT | input] halves")
+                continue
+            k = number % self.n_gt
+            sizes[path] = (width // 2, height)
+            others = [d / f"{k}.png" for d in (self.edge_dir, self.over_dir)]
+            others += [self.seg_dir / f"{k}.png"] if self.has_seg else []
+            problems += [p for p in _size_problems([(path, others)], sizes) if p not in problems]
+        return problems
+
     def load(self, index: int) -> dict:
         """Untransformed item at `index` (full image)."""
         number, path = self.files[index]
@@ -322,6 +385,17 @@ class OnlineBlendDataset(Dataset):
             self._over_cache[index] = blend.smooth_spec(gt, self.over_smoother)
         return self._over_cache[index]
 
+    def file_problems(self) -> list[str]:
+        """Missing, unreadable or mis-sized GT/label/over-smoothed files and unreadable textures."""
+        groups = [(r["gt"], [p for p in (r["seg"], r["over"]) if p is not None]) for r in self.items]
+        problems = _size_problems(groups, {})
+        for path in self.texture_paths:
+            try:
+                io.image_size(path)
+            except io.ImageReadError as e:
+                problems.append(str(e))
+        return problems
+
     def load(self, index: int) -> dict:
         """Untransformed item at `index`: a fresh random blend (or the seeded one)."""
         row = self.items[index]
@@ -362,6 +436,9 @@ class RepeatDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.dataset[index % len(self.dataset)]
+
+    def file_problems(self) -> list[str]:
+        return self.dataset.file_problems() if hasattr(self.dataset, "file_problems") else []
 
 
 def _split_name(data_cfg, split: str) -> str:

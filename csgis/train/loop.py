@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Callable
@@ -20,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from csgis import distributed as ddp
-from csgis.config import Config, ConfigError, to_dict
+from csgis.config import Config, ConfigError, flatten, from_dict, to_dict
 from csgis.device import amp_dtype, configure_determinism, resolve_device
-from csgis.train.run_folder import (RunPaths, append_metrics, close_logger, format_values, make_logger,
-                                    metrics_for_resume, prepare_run_folder, write_config)
+from csgis.train.run_folder import (RunExistsError, RunLock, RunPaths, append_metrics, close_logger, format_values,
+                                    make_logger, metrics_for_resume, prepare_run_folder, run_paths, write_config)
 from csgis.train.state import (STATE_FORMAT, Progress, capture_rng_state, epoch_seed, rank_seed,
                                restore_rng_state, seed_everything, seed_worker)
 from csgis.train.step import NonFiniteLossError, to_device, train_step
@@ -115,11 +116,11 @@ class Run:
     """Everything the loop uses, built in a fixed order (the order is part of a run's seed)."""
 
     def __init__(self, cfg: Config, paths: RunPaths, state_path: Path | None, info: ddp.DistInfo,
-                 device: torch.device, logger, writer):
-        from csgis.data import build_dataset
+                 device: torch.device, logger, writer, stop: StopFlag):
+        from csgis.data import build_dataset, check_dataset
 
-        self.cfg, self.paths, self.info, self.device, self.logger, self.writer = \
-            cfg, paths, info, device, logger, writer
+        self.cfg, self.paths, self.info, self.device, self.logger, self.writer, self.stop = \
+            cfg, paths, info, device, logger, writer, stop
         check_batch_for_batchnorm(cfg, info.world_size)
         self.autocast_dtype = amp_dtype(cfg.amp, device)
         if cfg.amp != "off" and self.autocast_dtype is None:
@@ -137,6 +138,11 @@ class Run:
             logger.warning(f"no validation set ({e}); best.pth is not written")
             val_set = None
         val_set = val_set if val_set is not None and len(val_set) else None
+        # Every file read later is checked now: a missing or mis-sized file fails the run here, not
+        # in the middle of an epoch (or, in a validation file, after a whole epoch of training).
+        check_dataset(train_set, f"training split of {cfg.data.root}")
+        if val_set is not None:
+            check_dataset(val_set, f"validation split of {cfg.data.root}")
         logger.info(f"data {cfg.data.root} ({cfg.data.format}): train {len(train_set)} samples"
                     f"{'' if val_set is None else f', val {len(val_set)} images'}")
 
@@ -189,14 +195,30 @@ class Run:
             "config": to_dict(self.cfg),
         }
 
+    def save_state(self) -> None:
+        from csgis.checkpoint import save_training_state
+        save_training_state(self.paths.state, self.state())
+
     def _restore(self, path: Path) -> None:
         from csgis.checkpoint import load_training_state
         state = load_training_state(path)
-        if state.get("format") != STATE_FORMAT or state.get("task") != self.cfg.task:
-            raise ValueError(f"{path}: not a {self.cfg.task} training state of this code "
-                             f"(format {state.get('format')!r}, task {state.get('task')!r})")
-        self.task.model.load_state_dict(state["model"])
-        self.task.load_state_dict(state)
+        from csgis.checkpoint import CheckpointError
+        if state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path}: not a training state of this code (format {state.get('format')!r})")
+        trained = flatten(from_dict(state["config"])) if isinstance(state.get("config"), dict) else {}
+        trained.setdefault("task", state.get("task"))
+        asked = flatten(self.cfg)
+        fixed = [k for k in asked if (k == "task" or k.startswith("model.")) and k in trained and trained[k] != asked[k]]
+        if fixed:
+            raise ConfigError(f"{path}: the run was trained with " + ", ".join(f"{k}={trained[k]}" for k in fixed)
+                              + "; --resume cannot change the task or the network (asked for "
+                              + ", ".join(f"{k}={asked[k]}" for k in fixed) + ")")
+        try:
+            self.task.model.load_state_dict(state["model"])
+            self.task.load_state_dict(state)
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{path}: its weights do not fit this config's network "
+                                  f"({' '.join(str(e).split())[:300]})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -220,9 +242,22 @@ class Run:
         self.sampler.start_batch = self.progress.batch_in_epoch
         remaining = max(0, self.steps_per_epoch - self.progress.batch_in_epoch)
         # islice stops before fetching (and augmenting) a batch that would not be trained on.
-        return tqdm(islice(self.loader, remaining), total=remaining, disable=not self.info.is_main,
+        return tqdm(self._fetch(islice(self.loader, remaining)), total=remaining, disable=not self.info.is_main,
                     desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", dynamic_ncols=True,
                     mininterval=1.0, leave=False)
+
+    def _fetch(self, batches):
+        """The loader's batches; its failures as one line (a worker's error arrives with the worker's
+        traceback in its message), or as an interrupt when a signal also stopped the workers."""
+        from csgis.data import DatasetError
+        try:
+            yield from batches
+        except (OSError, DatasetError, RuntimeError) as error:
+            if self.stop.signum is not None:
+                raise self.interrupt(self.stop.signum) from None
+            if isinstance(error, RuntimeError) and "Original Traceback" not in str(error):
+                raise
+            raise DatasetError(_last_line(error)) from None
 
     def log_step(self, parts: dict[str, float], lr: float) -> None:
         step = self.progress.global_step
@@ -244,8 +279,7 @@ class Run:
         signum = signum if signum is not None else signal.SIGTERM
         saved = None
         if self.info.is_main:
-            from csgis.checkpoint import save_training_state
-            save_training_state(self.paths.state, self.state())
+            self.save_state()
             saved = self.paths.state
             p = self.progress
             self.logger.info(f"{signal.Signals(signum).name}: stopped after step {p.global_step} "
@@ -271,6 +305,9 @@ class Run:
         due = epoch % max(1, self.cfg.train.val_every) == 0 or epoch == self.cfg.train.epochs
         if self.val_loader is None or not due:
             return None
+        # The epoch's training is saved first (as a state at the end of its last batch): if validation
+        # fails, --resume goes straight back to validating this epoch.
+        self.save_state()
         metrics, images, line = self.task.validate(self.val_loader, self.autocast_dtype)
         self.logger.info(f"val epoch {epoch} | {line}")
         if self.writer is not None:
@@ -284,7 +321,7 @@ class Run:
         """End of an epoch on rank 0: checkpoints, the metrics.jsonl row, then the training state."""
         self.history.append(row)
         if self.info.is_main:
-            from csgis.checkpoint import save_checkpoint, save_training_state
+            from csgis.checkpoint import save_checkpoint
             epoch, paths, model = row["epoch"], self.paths, self.task.model
             common = dict(config=self.cfg, epoch=epoch, iteration=row["step"],
                           metric=row.get("val", {}).get(self.task.best_key))
@@ -299,8 +336,16 @@ class Run:
             if self.writer is not None:
                 self.writer.flush()
             append_metrics(paths.metrics, row)
-            save_training_state(paths.state, self.state())
+            self.save_state()
         ddp.barrier(self.info)
+
+    def step_schedule(self) -> None:
+        """One MultiStepLR step per epoch. A run resumed at the end of an epoch (after a failed
+        validation) makes no optimizer step before it; torch's warning about that does not apply
+        to an epoch schedule, so it is silenced."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self.scheduler.step()
 
     @property
     def lr(self) -> float:
@@ -349,10 +394,10 @@ def fit(run: Run, stop: StopFlag, step_hook: Callable | None = None) -> dict:
                 raise run.interrupt(stop.signum)
         batches.close()
         row = run.epoch_summary(epoch, lr, started)
-        run.scheduler.step()
         val = run.validate(epoch + 1)
         if val is not None:
             row["val"] = val
+        run.step_schedule()
         is_best = progress.finish_epoch(None if val is None else val[task.best_key])
         run.save(row, is_best)
     return run.summary()
@@ -379,22 +424,43 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False,
     except ValueError as e:
         raise ConfigError(str(e)) from None
     configure_determinism(cfg.deterministic, device)
-    paths, state_path, archived = prepare_run_folder(cfg, resume, overwrite, info)
-    logger = make_logger(paths, info)
-    writer = None
-    stop = StopFlag()
+    lock = RunLock(run_paths(cfg))
+    refused = None
+    if info.is_main:
+        try:
+            lock.acquire()
+        except RunExistsError as e:
+            refused = e
+    if ddp.any_rank(refused is not None, info, device):
+        raise refused or RunExistsError(f"{run_paths(cfg).root} is being trained by another process")
+    logger, writer, stop = None, None, StopFlag()
     try:
+        paths, state_path, archived = prepare_run_folder(cfg, resume, overwrite, info)
+        logger = make_logger(paths, info)
         if archived is not None:
             logger.info(f"--overwrite: previous run moved to {archived}")
         if info.is_main:
-            write_config(cfg, paths, state_path is not None, logger)
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(log_dir=str(paths.tb))
         stop.install()
-        run = Run(cfg, paths, state_path, info, device, logger, writer)
+        run = Run(cfg, paths, state_path, info, device, logger, writer, stop)
+        if info.is_main:  # only once the run is built: a refused resume leaves config.yaml as it was
+            write_config(cfg, paths, state_path is not None, logger)
         return fit(run, stop, step_hook)
     finally:
         stop.uninstall()
         if writer is not None:
             writer.close()
-        close_logger(logger)
+        if logger is not None:
+            close_logger(logger)
+        lock.release()
+
+
+def _last_line(error: BaseException) -> str:
+    """The message of an error raised in a DataLoader worker, without the worker's traceback."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name, sep, message = last.partition(": ")
+    return message if sep and " " not in name else last

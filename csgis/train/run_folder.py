@@ -10,7 +10,9 @@
   training_states/latest.state             everything needed to continue exactly (csgis.train.state)
 
 A folder holds a run once it has checkpoints or training states; a second fresh start there is
-refused, and --overwrite moves the old run aside (it never deletes).
+refused, and --overwrite moves the old run aside (it never deletes). While a process trains a run,
+it holds a lock on its name (`<experiments_dir>/.<name>.lock`): a second process on the same name
+is refused at once, whatever it asks for.
 """
 from __future__ import annotations
 
@@ -59,6 +61,44 @@ class RunPaths:
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.models / f"epoch_{epoch:04d}.pth"
+
+
+class RunLock:
+    """An exclusive lock on a run name for the life of one training process.
+
+    flock on `<experiments_dir>/.<name>.lock` (beside the folder, so that archiving the folder does
+    not move the lock); the kernel drops it when the process ends however it ends, so a crash
+    leaves no stale lock. The file holds the owner's PID for the message. On systems without
+    fcntl (Windows) there is no lock.
+    """
+
+    def __init__(self, paths: RunPaths):
+        self.root = paths.root
+        self.path = paths.root.parent / f".{paths.root.name}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunExistsError(f"{self.root} is being trained by another process "
+                                 f"(PID {owner}); wait for it to end, or pick another name=...") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
 
 
 def run_paths(cfg: Config) -> RunPaths:
@@ -129,7 +169,7 @@ def write_config(cfg: Config, paths: RunPaths, resuming: bool, logger: logging.L
         import yaml
         with open(paths.config, encoding="utf-8") as f:
             old = yaml.safe_load(f) or {}
-        if old != to_dict(cfg):
+        if {**old, "resume": ""} != {**to_dict(cfg), "resume": ""}:  # how it was resumed changes nothing
             try:
                 old_flat = flatten(from_dict(old))
                 changed = [k for k, v in flatten(cfg).items() if old_flat.get(k) != v]

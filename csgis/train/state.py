@@ -33,17 +33,18 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: seed python/numpy from the worker's torch seed; ignore signals.
+    """DataLoader worker_init_fn: seed python/numpy from the worker's torch seed; ignore Ctrl-C.
 
     The worker's torch seed is base_seed + worker_id, base_seed drawn from the loader's
-    generator, which the loop reseeds per epoch. Signals are left to the main process, which
-    finishes its step and saves a state (a dying worker would abort the loader instead).
+    generator, which the loop reseeds per epoch. Ctrl-C reaches the whole process group: the
+    workers ignore it and the main process finishes its step and saves a state. SIGTERM keeps
+    its default (terminate), because that is how Python and the DataLoader shut workers down:
+    a worker that ignored it would keep the main process waiting for it forever.
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
