@@ -198,9 +198,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def _load_failure(error: BaseException) -> str:
     """The informative part of a torch.load failure (torch's weights_only text is mostly advice)."""
     text = str(error)
-    found = re.search(r"Unsupported global: GLOBAL \S+", text)
+    # torch words it "Unsupported global: GLOBAL x.y" or "Trying to load unsupported GLOBAL x.y whose
+    # module x is blocked", depending on the version.
+    found = re.search(r"(?:Unsupported global: |unsupported )GLOBAL (\S+)", text)
     if found:
-        return f"it holds pickled Python objects, which are not loaded for safety ({found.group(0)})"
+        return (f"it holds pickled Python objects ({found.group(1)}), which are never loaded: loading them "
+                f"could run code; use a file that stores only tensors (torch.save of a state dict)")
     if "WeightsUnpickler error:" in text:
         rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
         text = rest[0] if rest else ""
@@ -209,7 +212,7 @@ def _load_failure(error: BaseException) -> str:
             f"{type(error).__name__}: {detail})")
 
 
-def _read(path: str | os.PathLike, map_location: Any, expected: str) -> Any:
+def read_file(path: str | os.PathLike, map_location: Any, expected: str) -> Any:
     """torch.load(weights_only=True) with every failure turned into a CheckpointError naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -264,7 +267,7 @@ SEGMENTER_EXPECTED = ("a DeepLabV3+ MobileNetV2 checkpoint (csgis segmenter form
 def load_smoother(path: str | os.PathLike, map_location: Any = "cpu") -> Smoother:
     """Smoother in eval mode from our checkpoint, a training state or the authors' release (strict)."""
     path = os.fspath(path)
-    obj = _read(path, map_location, SMOOTHER_EXPECTED)
+    obj = read_file(path, map_location, SMOOTHER_EXPECTED)
     if isinstance(obj, dict):
         kind = obj.get("kind")
         if obj.get("format") == FORMAT and kind not in (None, "smoother"):
@@ -310,7 +313,7 @@ def load_segmenter(path: str | os.PathLike, output_stride: int = 16, map_locatio
     from csgis.models.segmenter import deeplabv3plus_mobilenet
 
     path = os.fspath(path)
-    obj = _read(path, map_location, SEGMENTER_EXPECTED)
+    obj = read_file(path, map_location, SEGMENTER_EXPECTED)
     if isinstance(obj, dict) and obj.get("format") == FORMAT and obj.get("kind") not in (None, "segmenter"):
         raise CheckpointError(f"{path}: is a csgis '{obj.get('kind')}' checkpoint, expected {SEGMENTER_EXPECTED}")
     state_dict = _pick_state_dict(obj, path, ("model_state", "state_dict", "model", "net"), SEGMENTER_EXPECTED)
@@ -424,7 +427,7 @@ def load_training_state(path: str | os.PathLike, map_location: Any = "cpu") -> d
     """Read a training state written by save_training_state (weights_only=True)."""
     path = os.fspath(path)
     expected = "a csgis training state (a dict written by save_training_state)"
-    state = _read(path, map_location, expected)
+    state = read_file(path, map_location, expected)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected {expected}")
     return state

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -78,8 +79,8 @@ class DataConfig:
     val_crop: int = 0              # 0: validate on full images; >0: deterministic centre crop
     hflip: float = 0.5             # probability
     rotate: float = 45.0           # max absolute rotation in degrees
-    brightness: list = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
-    contrast: list = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
+    brightness: list[float] = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
+    contrast: list[float] = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
     hue: float = 0.3               # hue shift range [-hue, hue]
     repeat: int = 1                # passes over the training set per epoch (small datasets)
     num_workers: int = 2           # DataLoader workers per process
@@ -91,9 +92,9 @@ class TrainConfig:
     epochs: int = 150              # the released checkpoint is from epoch 218
     batch_size: int = 8            # global batch (split across DDP ranks)
     lr: float = 1e-3
-    betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam
     weight_decay: float = 0.0      # Adam weight decay
-    milestones: list = field(default_factory=lambda: [40, 80, 120, 150, 190])  # MultiStepLR epochs
+    milestones: list[int] = field(default_factory=lambda: [40, 80, 120, 150, 190])  # MultiStepLR epochs
     gamma: float = 0.5             # MultiStepLR factor
     grad_clip: float = 0.0         # 0: off
     val_every: int = 1             # epochs
@@ -140,8 +141,61 @@ CHOICES = {
 }
 
 
+def _at_least(low):
+    return lambda v: v >= low, f">= {low}"
+
+
+def _above(low):
+    return lambda v: v > low, f"> {low}"
+
+
+def _within(low, high):
+    return lambda v: low <= v <= high, f"in [{low}, {high}]"
+
+
+def _pair(check, what):
+    return (lambda v: len(v) == 2 and all(check(x) for x in v) and v[0] <= v[1],
+            f"two numbers {what}, the first not above the second")
+
+
+# Values that type-check but mean nothing (a width of 0, a negative learning rate ...): key ->
+# (test, what is allowed). Each fails at config time with one line naming the key.
+RULES = {
+    "model.width": _at_least(1), "model.descriptor_blocks": _at_least(0), "model.coarse_blocks": _at_least(0),
+    "model.refine_blocks": _at_least(0),
+    "segmenter.num_classes": _at_least(1), "segmenter.lr": _above(0),
+    **{f"loss.{k}": _at_least(0) for k in ("l1", "ssim", "edge", "dtv", "dtv_coarse", "contrastive",
+                                           "margin_pixel", "margin_vgg", "segmentation")},
+    "loss.ssim_scales": _at_least(1),
+    "data.released_n_gt": _at_least(1), "data.patch_size": _at_least(16), "data.val_crop": _at_least(0),
+    "data.hflip": _within(0, 1), "data.rotate": _within(0, 180), "data.hue": _within(0, 0.5),
+    "data.brightness": _pair(lambda x: x > 0, "above 0"), "data.contrast": _pair(lambda x: x > 0, "above 0"),
+    "data.repeat": _at_least(1), "data.num_workers": _at_least(0),
+    "train.epochs": _at_least(0), "train.batch_size": _at_least(1), "train.lr": _above(0),
+    "train.betas": (lambda v: len(v) == 2 and all(0 <= x < 1 for x in v), "two numbers in [0, 1)"),
+    "train.weight_decay": _at_least(0),
+    "train.milestones": (lambda v: all(m >= 1 for m in v) and v == sorted(v), "epochs >= 1 in increasing order"),
+    "train.gamma": _above(0), "train.grad_clip": _at_least(0), "train.val_every": _at_least(1),
+    "train.save_every": _at_least(1), "train.log_every": _at_least(1), "train.val_images": _at_least(0),
+    "train.max_iters_per_epoch": _at_least(0),
+}
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+class _Override(str):
+    """An override's text as typed, with its YAML reading: a str key keeps the text (name=007 stays
+    '007'), every other key takes the parsed value."""
+
+    def __new__(cls, text: str, parsed: Any):
+        obj = super().__new__(cls, text)
+        obj.parsed = parsed
+        return obj
+
+
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Convert a YAML/CLI value to the declared field type, or raise naming the key."""
+    if isinstance(value, _Override):
+        value = str(value) if typ is str else value.parsed
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -166,10 +220,14 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         return "" if value is None else str(value)
     if typ is list or get_origin(typ) is list:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"config key '{key}': expected a list, got {value!r}") from None
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        return list(value)
+        item = (get_args(typ) or (None,))[0]
+        return [_coerce(v, item, f"{key}[{i}]") if item else v for i, v in enumerate(value)]
     return value
 
 
@@ -194,23 +252,35 @@ def _validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"config key '{key}': {flat[key]!r} is not one of {list(allowed)}")
+    for key, (test, allowed) in RULES.items():
+        if not test(flat[key]):
+            raise ConfigError(f"config key '{key}': {flat[key]!r} is not allowed (must be {allowed})")
+    if not re.fullmatch(DEVICE_PATTERN, cfg.device):
+        raise ConfigError(f"config key 'device': {cfg.device!r} is not a device (auto, cpu, cuda or cuda:N)")
+    if not cfg.name or cfg.name in (".", "..") or re.search(r"[/\\]", cfg.name) or cfg.name.startswith("."):
+        raise ConfigError(f"config key 'name': {cfg.name!r} is not a folder name (it names "
+                          f"<experiments_dir>/<name>: no '/', not empty, not starting with '.')")
 
 
 def parse_overrides(overrides: list[str] | None) -> dict:
-    """['train.lr=5e-4', 'name=x'] -> nested dict with YAML-parsed values."""
+    """['train.lr=5e-4', 'name=x'] -> nested dict of the values (YAML-read, the text kept for str keys)."""
     nested: dict = {}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. train.lr=5e-4)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            parsed = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{item}': the value is not valid YAML (quote it, or write a list "
+                              f"as [1, 2])") from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}' conflicts with another override")
-        node[parts[-1]] = value
+        node[parts[-1]] = _Override(raw, parsed)
     return nested
 
 
@@ -250,6 +320,9 @@ def read_config_file(path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> d
         raise ConfigError(f"config file not found: {os.path.relpath(path)}{where}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {os.path.relpath(path)} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {os.path.relpath(path)} cannot be read "
+                          f"({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {os.path.relpath(path)} must hold a mapping at the top level")
     base = data.pop(BASE_KEY, None)

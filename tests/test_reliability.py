@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from _helpers import assert_same_tensors, tiny_config
@@ -126,3 +127,58 @@ def test_resume_of_a_run_that_does_not_exist_is_refused(demo_root, tmp_path, cap
     line = one_line(capsys.readouterr().err)
     assert "--resume: there is no training state" in line and "typo" in line
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.milestones=[a]", "train.milestones[0]"), ("train.milestones=[0.5]", "train.milestones[0]"),
+    ("train.milestones=[30, 10]", "train.milestones"), ("train.betas=[0.9]", "train.betas"),
+    ("model.width=0", "model.width"), ("data.patch_size=0", "data.patch_size"), ("train.lr=-1", "train.lr"),
+    ("device=banana", "device"), ("data.num_workers=-1", "data.num_workers"),
+    ("train.max_iters_per_epoch=-3", "train.max_iters_per_epoch"), ("train.milestones=[1,", "train.milestones"),
+    ("data.brightness=[1.5, 0.5]", "data.brightness"), ("name=", "name"), ("name=.", "name"),
+    ("name=../x", "name"), ("name=a/b", "name")])
+def test_a_bad_config_value_is_one_line_naming_the_key(override, key, capsys, tmp_path):
+    import train as train_cli
+    assert train_cli.main(["--config", str(ROOT / "configs" / "demo.yaml"), override,
+                           f"experiments_dir={tmp_path}"]) == 2
+    assert key in one_line(capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_list_items_and_names_keep_their_meaning():
+    from csgis.config import load_config
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["train.milestones=['3', 7]", "name=0123", "amp=off"])
+    assert cfg.train.milestones == [3, 7] and cfg.name == "0123" and cfg.amp == "off"
+
+
+def test_a_config_path_that_is_a_folder_is_one_line(capsys):
+    import train as train_cli
+    assert train_cli.main(["--config", str(ROOT / "configs")]) == 2
+    assert "cannot be read" in one_line(capsys.readouterr().err)
+
+
+def test_vgg_weights_that_are_not_a_state_dict_are_one_line(demo_root, tmp_path, capsys):
+    import train as train_cli
+    bogus = tmp_path / "vgg.pth"
+    bogus.write_bytes(b"not a checkpoint at all")
+    cfg = tiny_config(demo_root, tmp_path, "vgg", loss={"vgg_weights": str(bogus)})
+    assert train_cli.main(["--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert str(bogus) in line and "VGG16" in line
+
+
+def test_a_malicious_pickle_is_refused_with_the_reason(tmp_path):
+    from csgis.checkpoint import CheckpointError, load_smoother
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": Payload()}, evil)
+    with pytest.raises(CheckpointError) as info:
+        load_smoother(evil)
+    message = str(info.value)
+    assert "pickled Python objects" in message and "system" in message and "never loaded" in message
+    assert "weights_only" not in message and "damaged" not in message
+    assert not (tmp_path / "pwned").exists()

@@ -34,16 +34,14 @@ def imagenet_vgg16_path() -> str:
 
 def _features_state_dict(path: str) -> dict:
     """Read a VGG16 state dict (full model or `features` only) -> {"<i>.weight": ...} of the features."""
+    from csgis.checkpoint import CheckpointError, read_file
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"VGG16 weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with objects, ...
-        raise ValueError(f"cannot read VGG16 weights from {path}: {exc}") from exc
+    state = read_file(path, "cpu", "a VGG16 state dict (loss.vgg_weights)")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a VGG16 state dict (got {type(state).__name__})")
+        raise CheckpointError(f"{path} does not hold a VGG16 state dict (got {type(state).__name__})")
     features = {}
     for key, value in state.items():
         key = key[len("module."):] if key.startswith("module.") else key
@@ -96,12 +94,13 @@ class VGGFeatures(nn.Module):
         available = _features_state_dict(path)
         own = self.features.state_dict()
         missing = [key for key in own if key not in available]
+        from csgis.checkpoint import CheckpointError
         if missing:
-            raise ValueError(f"{path} is not a VGG16 state dict: missing features.{missing[0]} "
-                             f"(and {len(missing) - 1} more)")
+            raise CheckpointError(f"{path} is not a VGG16 state dict: missing features.{missing[0]} "
+                                  f"(and {len(missing) - 1} more)")
         wrong = [key for key in own if tuple(available[key].shape) != tuple(own[key].shape)]
         if wrong:
-            raise ValueError(f"{path}: features.{wrong[0]} has shape {tuple(available[wrong[0]].shape)}, "
+            raise CheckpointError(f"{path}: features.{wrong[0]} has shape {tuple(available[wrong[0]].shape)}, "
                              f"VGG16 expects {tuple(own[wrong[0]].shape)}")
         self.features.load_state_dict({key: available[key] for key in own})
 

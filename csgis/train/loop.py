@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from csgis import distributed as ddp
 from csgis.config import Config, ConfigError, flatten, from_dict, to_dict
-from csgis.device import amp_dtype, configure_determinism, resolve_device
+from csgis.device import amp_dtype, configure_determinism, cpu_has_bf16, resolve_device
 from csgis.train.run_folder import (RunExistsError, RunLock, RunPaths, append_metrics, close_logger, format_values,
                                     make_logger, metrics_for_resume, prepare_run_folder, run_paths, write_config)
 from csgis.train.state import (STATE_FORMAT, Progress, capture_rng_state, epoch_seed, rank_seed,
@@ -125,6 +125,9 @@ class Run:
         self.autocast_dtype = amp_dtype(cfg.amp, device)
         if cfg.amp != "off" and self.autocast_dtype is None:
             logger.warning(f"amp={cfg.amp} is not available on {device} (fp16 needs CUDA); running in float32")
+        if self.autocast_dtype == torch.bfloat16 and device.type == "cpu" and cpu_has_bf16() is False:
+            logger.warning("amp=bf16 on a CPU without bfloat16 instructions (avx512_bf16 / amx_bf16) is emulated "
+                           "and much slower than float32; amp=off is faster here")
         self.channels_last = cfg.channels_last and device.type == "cuda"
         logger.info(f"run {paths.root} | task {cfg.task} | device {device} | world {info.world_size} | "
                     f"global batch {cfg.train.batch_size} | amp {cfg.amp if self.autocast_dtype else 'off'}")
