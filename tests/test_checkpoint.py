@@ -184,7 +184,7 @@ def test_bad_files_raise_checkpoint_error(tmp_path):
 def test_foreign_pickles_are_refused_not_executed(tmp_path):
     path = tmp_path / "pickled_config.pth"
     torch.save({"net": {}, "config": Config()}, path)  # a dataclass: needs full unpickling
-    _assert_checkpoint_error(load_smoother, path, "Unsupported global")
+    _assert_checkpoint_error(load_smoother, path, "pickled Python objects (csgis.config.Config)")
 
 
 def test_wrong_architecture_raises_checkpoint_error(tmp_path):
