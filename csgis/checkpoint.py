@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from csgis.io import new_file_mode
 from csgis.models.smoother import Smoother
 
 FORMAT = "csgis"
@@ -355,6 +356,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, verify: bool = True) ->
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp makes it 0600 whatever the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

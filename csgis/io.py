@@ -1,10 +1,15 @@
 """Image files in and out. Every reader names the offending file in its error.
 
 - `read_image(path)` -> (H, W, 3) uint8 RGB. Grayscale, gray+alpha, RGBA (alpha dropped),
-  palette and 16-bit files are converted, never rejected.
+  palette and 16-bit files are converted, never rejected; an EXIF orientation (phone photos) is
+  applied, so the array is upright as every viewer shows it. A file that declares more than
+  MAX_MEGAPIXELS (env CSGIS_MAX_MEGAPIXELS) is refused before it is decoded.
 - `read_label(path)` -> (H, W) uint8 class indices, palette indices kept intact (VOC
   SegmentationClass PNGs: 0..20, 255 = ignore).
-- `write_image(path, rgb)` / `write_label(path, label)`: atomic (temporary file, then rename).
+- `write_image(path, rgb)` / `write_label(path, label)`: atomic (temporary file, then rename),
+  with the permissions the umask gives a new file.
+- `list_images(folder)`: image files by extension; hidden files (a leading '.': temporary files of
+  an interrupted write, macOS '._' files) are not images of the folder.
 """
 from __future__ import annotations
 
@@ -20,6 +25,21 @@ from PIL import Image
 # Decoding problems are reported by our own errors, which name the file; OpenCV's warnings on
 # stderr would only add noise to that one line.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+MAX_MEGAPIXELS = float(os.environ.get("CSGIS_MAX_MEGAPIXELS", "100"))
+# read_image applies MAX_MEGAPIXELS itself, before decoding; Pillow's own check (a warning, or an
+# error without the size) would only get in the way of that one clear message.
+Image.MAX_IMAGE_PIXELS = None
+# EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).
+_ORIENTATION = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -68,20 +88,44 @@ def to_uint8_rgb(img: np.ndarray, source: str = "<array>") -> np.ndarray:
     raise ImageReadError(f"{source}: unsupported number of channels ({channels})")
 
 
+def _header(path: Path) -> tuple[tuple[int, int] | None, int]:
+    """((width, height) or None when Pillow cannot read the header, EXIF orientation 1..8), without
+    decoding pixels."""
+    try:
+        with Image.open(path) as pil:
+            if pil.format == "PNG":  # its getexif() would decode the image to find a late eXIf chunk
+                exif = Image.Exif()
+                if pil.info.get("exif"):
+                    exif.load(pil.info["exif"])
+            else:
+                exif = pil.getexif()
+            orientation = exif.get(0x0112, 1)
+            return pil.size, orientation if orientation in _ORIENTATION else 1
+    except Exception:
+        return None, 1
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any common image file as (H, W, 3) uint8 RGB; raise ImageReadError naming the file."""
+    """Read any common image file as (H, W, 3) uint8 RGB, upright; raise ImageReadError naming the file."""
     path = Path(path)
     data = _read_bytes(path)
+    size, orientation = _header(path)
+    if size is not None and size[0] * size[1] > MAX_MEGAPIXELS * 1e6:
+        raise ImageReadError(f"{path}: declares {size[0]}x{size[1]} pixels, more than {MAX_MEGAPIXELS:g} megapixels "
+                             f"(set CSGIS_MAX_MEGAPIXELS to read larger images)")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         # OpenCV cannot decode a few formats (e.g. some palette/GIF files): try Pillow.
         try:
             with Image.open(path) as pil:
-                pil = pil.convert("RGB")
-                return np.asarray(pil, dtype=np.uint8).copy()
+                rgb = np.asarray(pil.convert("RGB"), dtype=np.uint8)
         except Exception:
             raise ImageReadError(f"{path}: not a readable image file") from None
-    return to_uint8_rgb(img, str(path))
+    else:
+        rgb = to_uint8_rgb(img, str(path))
+    if orientation in _ORIENTATION:
+        rgb = _ORIENTATION[orientation](rgb)
+    return np.ascontiguousarray(rgb)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -92,12 +136,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageReadError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
-    try:
-        with Image.open(path) as pil:
-            return pil.size
-    except Exception:
+    size, orientation = _header(path)
+    if size is None:
         height, width = read_image(path).shape[:2]
         return width, height
+    return size[::-1] if orientation in (5, 6, 7, 8) else size  # as read_image returns it: upright
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -122,6 +165,13 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable label image") from None
 
 
+def new_file_mode() -> int:
+    """The permissions a new file gets under the process's umask (0o666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Call write_fn(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
@@ -130,6 +180,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp makes it 0600 whatever the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -200,4 +251,5 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under a folder (by extension), sorted."""
     root = Path(root)
     it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.relative_to(root).name.startswith("."))

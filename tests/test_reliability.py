@@ -182,3 +182,73 @@ def test_a_malicious_pickle_is_refused_with_the_reason(tmp_path):
     assert "pickled Python objects" in message and "system" in message and "never loaded" in message
     assert "weights_only" not in message and "damaged" not in message
     assert not (tmp_path / "pwned").exists()
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+    import numpy as np
+
+    from csgis.checkpoint import save_checkpoint
+    from csgis.io import write_image, write_text
+    from csgis.models.smoother import Smoother
+    previous = os.umask(0o022)
+    try:
+        for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            os.umask(umask)
+            folder = tmp_path / f"u{umask:o}"
+            write_image(folder / "a.png", np.zeros((4, 4, 3), np.uint8))
+            write_text(folder / "a.json", "{}")
+            save_checkpoint(folder / "a.pth", Smoother(4, 1, 1, 1))
+            for name in ("a.png", "a.json", "a.pth"):
+                assert (folder / name).stat().st_mode & 0o777 == mode, (name, oct(umask))
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, fmt):
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from csgis.io import image_size, read_image
+    rng = np.random.default_rng(0)
+    base = (rng.random((30, 50, 3)) * 255).astype(np.uint8)
+    base[:10, :20] = 255  # asymmetric, so every orientation differs
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}.{fmt.lower()}"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(base).save(path, fmt, exif=exif, **({"quality": 100} if fmt == "JPEG" else {}))
+        with Image.open(path) as pil:
+            upright = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+        got = read_image(path)
+        assert got.shape == upright.shape and image_size(path) == (got.shape[1], got.shape[0]), orientation
+        tolerance = 0 if fmt == "PNG" else 8  # two JPEG decoders
+        assert np.abs(got.astype(int) - upright.astype(int)).max() <= tolerance, orientation
+    assert read_image(tmp_path / f"o6.{fmt.lower()}").shape == (50, 30, 3)
+
+
+def test_a_small_file_declaring_huge_dimensions_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    from csgis.io import ImageReadError, read_image
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 200
+    with pytest.raises(ImageReadError, match=r"bomb.png: declares 12000x12000 pixels.*CSGIS_MAX_MEGAPIXELS"):
+        read_image(bomb)
+
+
+def test_hidden_files_and_interrupted_writes_are_not_inputs(tmp_path):
+    import numpy as np
+
+    from csgis.io import list_images, write_image
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / ".a.png.k2j3.png").write_bytes((tmp_path / "a.png").read_bytes())  # left by a killed write
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "._b.jpg").write_bytes(b"macOS resource fork")
+    assert list_images(tmp_path) == [tmp_path / "a.png"]
