@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ def find_voc(root: Path) -> Path:
                      f"in it, in {root}/VOC2012 or in {root}/VOCdevkit/VOC2012")
 
 
+VOC_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
 def read_ids(path: Path) -> list[str]:
     """Ids one per line; blank lines and '#' comments ignored; duplicates removed (order kept)."""
     try:
@@ -59,6 +63,10 @@ def read_ids(path: Path) -> list[str]:
     ids = list(dict.fromkeys(i for i in ids if i))
     if not ids:
         raise BuildError(f"id list {path} holds no ids")
+    bad = [i for i in ids if not VOC_ID.fullmatch(i)]
+    if bad:  # an id names output files: '../x' would write outside --out
+        raise BuildError(f"id list {path}: {bad[0]!r} is not an image id (letters, digits, '_', '-', '.'; "
+                         f"not starting with '.')")
     return ids
 
 
@@ -207,6 +215,9 @@ def plan(args, out: Path, skipped: list) -> tuple[list[dict], dict]:
                      "gt_file": str(gt_file) if gt_file else "", "textures": chosen,
                      "root": str(out), "gt_smoother": args.gt_smoother,
                      "over_smoother": args.over_smoother})
+    if not jobs:
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise BuildError(f"none of the {len(ids)} ids has its image and label in {voc}{first}")
     config = {"ids": ids, "textures": [t[0] for t in textures], "split": fractions,
               "seed": args.seed, "gt_smoother": args.gt_smoother if not gt_dir else f"files:{gt_dir.name}",
               "over_smoother": args.over_smoother, "test_only_textures": sorted(textures[i][0] for i in held),
@@ -255,7 +266,7 @@ def main(argv=None) -> int:
     try:
         jobs, identity = plan(args, out, skipped)
         state = prepare_output_dir(out, identity, args.overwrite)
-    except (BuildError, OutputDirError) as e:
+    except (BuildError, OSError, OutputDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     start = time.time()

@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         identity = {"name": f"csgis-demo-{args.size}", "builder": BUILDER, "seed": args.seed,
                     "config": dict(config, seed=args.seed)}
         state = prepare_output_dir(out, identity, args.overwrite)
-    except (ValueError, OutputDirError) as e:
+    except (ValueError, OSError, OutputDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     start = time.time()

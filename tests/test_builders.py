@@ -1,6 +1,5 @@
 """Dataset builders: VOC-smooth on a tiny fake VOC tree, and the embedded demo (--size tiny)."""
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -8,6 +7,8 @@ import numpy as np
 import pytest
 import skimage.data
 
+import build_voc_smooth as voc_builder
+import make_demo_data as demo_builder
 from csgis.data.manifest import read_dataset_info, read_manifest
 from csgis.io import read_image, read_label, write_image, write_label
 
@@ -17,15 +18,6 @@ BROKEN = "2011_000007"      # zero-byte JPEG
 MISMATCH = "2011_000008"    # label of another size
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "dataset_utils" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-voc_builder = _load("build_voc_smooth")
-demo_builder = _load("make_demo_data")
 
 
 def _hashes(folder: Path) -> dict:
@@ -193,3 +185,21 @@ def test_demo_builder_tiny(tmp_path, capsys):
     capsys.readouterr()
     assert demo_builder.main(["--out", str(out), "--size", "tiny", "--workers", "1"]) == 2
     assert "holds a different dataset" in capsys.readouterr().err
+
+
+def test_voc_builder_ids_cannot_leave_out_and_must_exist(fake_voc, tmp_path, capsys):
+    out = tmp_path / "voc_smooth"
+    escape = tmp_path / "escape.txt"
+    escape.write_text("../../outside\n")
+    args = _voc_args(fake_voc, out)
+    args[args.index("--ids") + 1] = str(escape)
+    assert voc_builder.main(args) == 2
+    assert "'../../outside' is not an image id" in capsys.readouterr().err
+    assert not (tmp_path / "outside.png").exists() and not list(tmp_path.rglob("outside*"))
+    # ids that exist nowhere: an error, not an empty dataset reported as built
+    absent = tmp_path / "absent.txt"
+    absent.write_text("2099_000001\n2099_000002\n")
+    args[args.index("--ids") + 1] = str(absent)
+    assert voc_builder.main(args) == 2
+    assert "none of the 2 ids has its image and label" in capsys.readouterr().err
+    assert not (out / "manifest.csv").exists()

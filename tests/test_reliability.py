@@ -252,3 +252,26 @@ def test_hidden_files_and_interrupted_writes_are_not_inputs(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "._b.jpg").write_bytes(b"macOS resource fork")
     assert list_images(tmp_path) == [tmp_path / "a.png"]
+
+
+
+def test_builder_overwrite_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    import make_demo_data
+    photos = tmp_path / "photos"
+    (photos / "input").mkdir(parents=True)
+    (photos / "input" / "holiday.jpg").write_bytes(b"my holiday")
+    assert make_demo_data.main(["--out", str(photos), "--size", "tiny", "--workers", "1", "--overwrite"]) == 2
+    assert "holds no dataset.json" in one_line(capsys.readouterr().err)
+    assert (photos / "input" / "holiday.jpg").read_bytes() == b"my holiday"
+    # A dataset built here is replaced by --overwrite, but a file someone put into it stays.
+    data = tmp_path / "data"
+    assert make_demo_data.main(["--out", str(data), "--size", "tiny", "--workers", "1"]) == 0
+    (data / "input" / "mine.jpg").write_bytes(b"mine")
+    assert make_demo_data.main(["--out", str(data), "--size", "tiny", "--workers", "1", "--seed", "5",
+                                "--overwrite"]) == 0
+    assert (data / "input" / "mine.jpg").read_bytes() == b"mine"
+    assert __import__("json").loads((data / "dataset.json").read_text())["seed"] == 5
+    # An --out below a regular file is one line too.
+    (tmp_path / "file").write_text("x")
+    assert make_demo_data.main(["--out", str(tmp_path / "file" / "data"), "--size", "tiny"]) == 2
+    one_line(capsys.readouterr().err)

@@ -20,7 +20,6 @@ import csv
 import io as _io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,17 +117,19 @@ def prepare_output_dir(out: str | os.PathLike, identity: dict, overwrite: bool) 
 
     Returns "new" (empty or overwritten) or "resume" (same dataset: finished files are kept).
     Raises OutputDirError when out holds a different dataset or foreign files and not overwrite.
-    Overwriting removes only what a builder writes (OUTPUT_SUBDIRS, manifest, dataset.json).
+    --overwrite replaces only a dataset built here (a folder with dataset.json), and removes only
+    what that build recorded: the files its manifest lists, its textures, manifest.csv and
+    dataset.json. A folder without dataset.json is never emptied, and any other file stays.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out} exists and is not a folder")
     entries = [p for p in out.iterdir()] if out.is_dir() else []
+    info = read_dataset_info(out) if entries else None
+    if entries and info is None:
+        raise OutputDirError(f"{out} is not empty and holds no dataset.json, so it is not a dataset built "
+                             f"here; choose an empty or new folder (--overwrite only replaces a built dataset)")
     if entries and not overwrite:
-        info = read_dataset_info(out)
-        if info is None:
-            raise OutputDirError(f"{out} is not empty and holds no dataset.json; "
-                                 f"choose an empty folder or pass --overwrite")
         if _identity(info) != _identity(identity):
             raise OutputDirError(
                 f"{out} holds a different dataset (name={info.get('name')!r}, "
@@ -136,15 +137,32 @@ def prepare_output_dir(out: str | os.PathLike, identity: dict, overwrite: bool) 
                 f"pass --overwrite to replace it or choose another folder")
         _remove_temporaries(out)
         return "resume"
-    if entries and overwrite:
-        for name in OUTPUT_SUBDIRS:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-        for name in (MANIFEST_NAME, INFO_NAME):
-            if (out / name).exists():
-                (out / name).unlink()
+    if entries:
+        _remove_recorded(out)
     out.mkdir(parents=True, exist_ok=True)
     return "new"
+
+
+def _remove_recorded(out: Path) -> None:
+    """Delete the files a build recorded (manifest rows, their textures), then the manifest and info."""
+    try:
+        rows = read_manifest(out)
+    except ManifestError:
+        rows = []  # an interrupted build: no manifest yet, so nothing is recorded beyond dataset.json
+    recorded = {row[k] for row in rows for k in ("input", "gt", "edge", "seg", "over") if row.get(k)}
+    recorded |= {f"textures/{row['texture']}.png" for row in rows if row.get("texture")}
+    for rel in sorted(recorded):
+        path = (out / rel).resolve()
+        if path.is_file() and out.resolve() in path.parents:
+            path.unlink()
+    _remove_temporaries(out)
+    for name in OUTPUT_SUBDIRS:
+        folder = out / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    for name in (MANIFEST_NAME, INFO_NAME):
+        if (out / name).exists():
+            (out / name).unlink()
 
 
 def _remove_temporaries(out: Path) -> None:
