@@ -5,7 +5,9 @@
 
 --input is an image file, a folder (searched recursively for csgis.io.IMAGE_EXTENSIONS) or a glob
 pattern (quoted; `**` recurses; matches without an image extension are ignored). Outputs mirror the inputs' names relative to the folder (or the glob's fixed leading
-folder) as `<name>.png`, plus `<name>_edge.png` / `<name>_coarse.png` on request. Both our
+folder) as `<name>.png`, plus `<name>_edge.png` / `<name>_coarse.png` on request (all output names are
+planned first: an edge or coarse map whose name another input's result takes is renamed and the
+renaming printed). Both our
 checkpoints and the authors' released ones ({"net": ..., "now_epoch", "opt"}) are accepted.
 Existing outputs are kept unless --overwrite, so an interrupted run resumes. Files that cannot be
 read are reported with their path and skipped; the exit status is 1 when any image failed, 2 on
@@ -30,6 +32,7 @@ from csgis.runtime import reuse_large_allocations
 
 # smooth_image output -> file-name suffix
 OUTPUT_SUFFIXES = {"prediction": "", "edge": "_edge", "coarse": "_coarse"}
+MIN_CLI_TILE = 32  # smaller tiles spend nearly all their time on the margin (--tile 1: hours)
 
 
 class UsageError(Exception):
@@ -100,6 +103,44 @@ def output_names(root: Path, files: list[Path]) -> dict[Path, Path]:
             for f, stem in stems.items()}
 
 
+def plan_outputs(root: Path, files: list[Path], kinds: list[str]) -> tuple[dict[Path, dict[str, Path]], list[str]]:
+    """Every file each input will write, decided before any work: {input: {kind: relative path}}.
+
+    No two outputs share a path. Smoothed images take their plain names first; an edge or coarse
+    map whose name is taken (inputs x.png and x_edge.png with --save-edges) gets the input's
+    extension in its name (x_png_edge.png), then a number. Returns the plan and one line per
+    renamed output.
+    """
+    names = output_names(root, files)
+    plan: dict[Path, dict[str, Path]] = {f: {} for f in files}
+    taken: set[str] = set()
+    renamed = []
+    for kind in kinds:  # "prediction" first
+        for f in files:
+            wanted = Path(f"{names[f]}{OUTPUT_SUFFIXES[kind]}.png")
+            target = wanted
+            if target.as_posix().lower() in taken:
+                base = names[f].with_name(f"{names[f].name}_{f.suffix.lstrip('.').lower()}")
+                target, n = Path(f"{base}{OUTPUT_SUFFIXES[kind]}.png"), 2
+                while target.as_posix().lower() in taken:
+                    target, n = Path(f"{base}{OUTPUT_SUFFIXES[kind]}_{n}.png"), n + 1
+                renamed.append(f"{kind} of {f} -> {target} ({wanted} is another input's output)")
+            taken.add(target.as_posix().lower())
+            plan[f][kind] = target
+    return plan, renamed
+
+
+def check_writable(folder: Path) -> None:
+    """UsageError now, before any image is smoothed, when results cannot be written into `folder`."""
+    import tempfile
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".show_write_test_"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write into the output folder {folder}: {e.strerror or e}") from None
+
+
 def _is_out_of_memory(error: RuntimeError) -> bool:
     text = str(error).lower()
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text \
@@ -117,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise UsageError(f"checkpoint not found: {checkpoint}")
-    if args.tile is not None and args.tile < 0:
-        raise UsageError(f"--tile must be >= 0 (0: no tiling), got {args.tile}")
+    if args.tile is not None and args.tile != 0 and args.tile < MIN_CLI_TILE:
+        raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_CLI_TILE} px, got {args.tile} "
+                         f"(every tile also computes a margin of the network's receptive radius)")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     device = pick_device(args.device)
@@ -144,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
     tile = default_tile(device, model, amp=args.amp, batch=args.batch) if args.tile is None else args.tile
 
     kinds = ["prediction"] + ["edge"] * args.save_edges + ["coarse"] * args.save_coarse
-    names = output_names(root, files)
+    plan, renamed = plan_outputs(root, files, kinds)
+    for line in renamed:
+        print(f"renamed: {line}", file=sys.stderr)
+    check_writable(out_dir)
     print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
           f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}",
           file=sys.stderr)
@@ -154,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(files, unit="img", file=sys.stderr, dynamic_ncols=True)
     for path in bar:
         bar.set_postfix_str(path.name, refresh=False)
-        targets = {kind: out_dir / f"{names[path]}{OUTPUT_SUFFIXES[kind]}.png" for kind in kinds}
+        targets = {kind: out_dir / relative for kind, relative in plan[path].items()}
         todo = {k: t for k, t in targets.items() if args.overwrite or not t.exists()}
         if not todo:
             tqdm.write(f"skip {path}: {targets['prediction']} exists (use --overwrite)", file=sys.stderr)
@@ -201,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"show.py: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nshow.py: interrupted; the results written so far are kept, and rerunning the same "
+              "command continues with the rest", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ CPU_MEMORY_CAP = 2 * 1024 ** 3      # bytes; keeps a 12 MP image within ~3 GB re
 CUDA_MEMORY_FRACTION = 0.6          # of the free device memory
 TILE_MULTIPLE = 32
 MIN_TILE, MAX_TILE = 64, 4096
+MIN_SIDE = 16   # smooth_image mirrors smaller images up to this many pixels per side
 
 
 def _model_width(model: nn.Module) -> int:
@@ -216,15 +218,25 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
     rounded. Only uint8 buffers of the full size are held: each crop is converted to float on its
     own, so memory is bounded by the tile size, not the image size. tile=None picks
     `default_tile(device, model, amp)`; tile=0 runs the whole image at once. The model is moved to
-    `device` and left there; amp is "off", "bf16" or "fp16" (autocast).
+    `device` and left there; amp is "off", "bf16" or "fp16" (autocast). Images under MIN_SIDE px
+    on a side are smoothed as a mirrored copy of MIN_SIDE px and cut back to their size.
     """
     for name in outputs:
         if name not in IMAGE_OUTPUT_NAMES:
             raise ValueError(f"unknown output {name!r}; choose from {IMAGE_OUTPUT_NAMES}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
-    device, tile = _resolve(model, tile, device, amp, batch)
     h, w, _ = rgb.shape
+    if min(h, w) < MIN_SIDE:
+        # So small that the network's zero padding dominates every pixel (a 2x2 image comes out
+        # 4x further from its colours): smooth a mirrored copy of at least MIN_SIDE px, cut it back.
+        top, left = (max(0, MIN_SIDE - h) + 1) // 2, (max(0, MIN_SIDE - w) + 1) // 2
+        bottom, right = max(0, MIN_SIDE - h) - top, max(0, MIN_SIDE - w) - left
+        border = cv2.BORDER_REFLECT_101 if min(h, w) > 1 else cv2.BORDER_REPLICATE
+        padded = cv2.copyMakeBorder(rgb, top, bottom, left, right, border)
+        out = smooth_image(model, padded, tile, device, amp, channels_last, batch, outputs)
+        return {name: np.ascontiguousarray(value[top:top + h, left:left + w]) for name, value in out.items()}
+    device, tile = _resolve(model, tile, device, amp, batch)
     result = {name: np.empty((h, w) if name == "edge" else (h, w, 3), dtype=np.uint8)
               for name in outputs}
     network_names = ["edge_logits" if name == "edge" else name for name in outputs]

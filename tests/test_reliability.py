@@ -275,3 +275,89 @@ def test_builder_overwrite_never_deletes_what_it_did_not_write(tmp_path, capsys)
     (tmp_path / "file").write_text("x")
     assert make_demo_data.main(["--out", str(tmp_path / "file" / "data"), "--size", "tiny"]) == 2
     one_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def smoother_file(tmp_path):
+    from _helpers import tiny_smoother
+    from csgis.checkpoint import save_checkpoint
+    path = tmp_path / "tiny.pth"
+    save_checkpoint(path, tiny_smoother())
+    return path
+
+
+def test_show_plans_output_names_so_none_collide(tmp_path, smoother_file, capsys):
+    import numpy as np
+
+    import show
+    from csgis.checkpoint import load_smoother
+    from csgis.inference import smooth_image
+    from csgis.io import read_image, write_image
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    for name in ("x.png", "x_edge.png", "x_coarse.jpg"):
+        write_image(inputs / name, (rng.random((20, 24, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert show.main(["--checkpoint", str(smoother_file), "--input", str(inputs), "--output", str(out),
+                      "--save-edges", "--save-coarse", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "3 written, 0 skipped (outputs exist), 0 failed" in err and err.count("renamed: ") == 2
+    assert len(list(out.glob("*.png"))) == 9  # 3 inputs x 3 kinds, none lost
+    model = load_smoother(smoother_file)
+    for name in ("x", "x_edge", "x_coarse"):  # each smoothed image under its own plain name
+        source = next(inputs.glob(f"{name}.*"))
+        assert np.array_equal(read_image(out / f"{name}.png"), smooth_image(model, read_image(source))["prediction"])
+    expected_edge = smooth_image(model, read_image(inputs / "x.png"), outputs=("edge",))["edge"]
+    assert np.array_equal(read_image(out / "x_png_edge.png")[..., 0], expected_edge)
+
+
+def test_show_refuses_what_would_waste_the_run(tmp_path, smoother_file, capsys, demo_root):
+    import show
+    image = next((demo_root / "input").glob("*.png"))
+    base = ["--checkpoint", str(smoother_file), "--input", str(image), "--device", "cpu"]
+    assert show.main(base + ["--output", str(tmp_path / "a"), "--tile", "1"]) == 2
+    assert "--tile must be 0 (no tiling) or at least 32 px" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert show.main(base + ["--output", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "output exists and is not a folder" in err or "cannot write into the output folder" in err
+    assert "image(s) from" not in err  # refused before any smoothing
+
+
+def test_show_ctrl_c_is_one_line_and_keeps_what_was_written(tmp_path, smoother_file, capsys, monkeypatch,
+                                                           demo_root):
+    import show
+    calls = {"n": 0}
+    real = show.smooth_image
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(show, "smooth_image", interrupted)
+    out = tmp_path / "out"
+    assert show.main(["--checkpoint", str(smoother_file), "--input", str(demo_root / "input"), "--output",
+                      str(out), "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err and len(list(out.rglob("*.png"))) == 1
+
+
+def test_tiny_images_keep_their_colours():
+    import numpy as np
+
+    from csgis import inference
+    from csgis.checkpoint import load_smoother
+    model = load_smoother(ROOT / "weights" / "demo_smoother.pth")
+    flat = np.empty((2, 2, 3), np.uint8)
+    flat[:] = (200, 60, 30)
+    mirrored = inference.smooth_image(model, flat)["prediction"]
+    assert mirrored.shape == (2, 2, 3)
+    inference.MIN_SIDE = 0  # as before: the network's zero padding everywhere
+    try:
+        padded_with_zeros = inference.smooth_image(model, flat)["prediction"]
+    finally:
+        inference.MIN_SIDE = 16
+    error = lambda out: np.abs(out.astype(int) - flat.astype(int)).mean()  # noqa: E731
+    assert error(mirrored) < 5 and error(padded_with_zeros) > 4 * error(mirrored)
