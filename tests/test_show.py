@@ -79,7 +79,7 @@ def test_authors_checkpoint_single_file(workspace, tmp_path):
     out = tmp_path / "out_authors"
     good = workspace["src"] / "a/good.png"
     assert show.main(["--checkpoint", str(workspace["authors"]), "--input", str(good),
-                      "--output", str(out), "--tile", "8"]) == 0
+                      "--output", str(out), "--tile", "32"]) == 0
     model = load_smoother(workspace["authors"])
     assert model.channel_order == "bgr"
     ref = smooth_image(model, read_image(good), tile=0)["prediction"]
