@@ -39,6 +39,9 @@ from csgis.io import ImageReadError, list_images, read_image, write_image, write
 from csgis.runtime import parallel_map
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+# PSNR of identical images is infinite (MSE 0): tables and means count it as this many dB, so that
+# one perfect image does not make a method's mean infinite and every JSON file stays finite.
+PSNR_CAP = 100.0
 CONVENTIONS = {
     "paper": "PSNR/SSIM paper convention (zero-padded Gaussian SSIM on [0,1] RGB, docs/method.md §6)",
     "standard": "PSNR/SSIM standard convention (BasicSR/skimage-compatible: valid-window Gaussian "
@@ -161,7 +164,8 @@ def _metric_row(name: str, result: np.ndarray, reference: np.ndarray, **extra) -
     from csgis.metrics import image_metrics
 
     row = {"name": name, **extra}
-    row.update(image_metrics(result, reference))
+    row.update({k: min(v, PSNR_CAP) if k.startswith("psnr") else v
+                for k, v in image_metrics(result, reference).items()})
     return row
 
 
@@ -213,7 +217,7 @@ def format_table(summaries: dict[str, dict], title: str = "") -> str:
     lines = ([title] if title else []) + [
         f"paper    = {CONVENTIONS['paper']}",
         f"standard = {CONVENTIONS['standard']}",
-        "PSNR in dB, mean over images.",
+        f"PSNR in dB, mean over images (an image identical to its ground truth counts as {PSNR_CAP:g} dB).",
         group, header, "-" * len(header)]
     for method, s in summaries.items():
         line = (f"{method:<{width}}  {s['n']:>5}  {_fmt(s['psnr_paper']['mean'], 2):>7}  "
@@ -244,18 +248,23 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 
 def write_json(path: str | os.PathLike, report: dict) -> Path:
-    """Report to JSON; PSNR of identical images is written as Infinity (Python's json reads it back)."""
-    return write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+    """Report to JSON (finite numbers only: identical images count as PSNR_CAP)."""
+    return write_text(path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def shown(path) -> str:
+    """A path for messages, whatever bytes its name holds (a non-UTF-8 name must not stop a print)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def write_outputs(report: dict, csv_path: str | None, json_path: str | None) -> int:
     """Write the optional per-image CSV and summary JSON of a report; exit status 1 if it has problems."""
     if csv_path:
         write_csv(csv_path, report["images"])
-        print(f"per-image metrics: {csv_path}")
+        print(f"per-image metrics: {shown(csv_path)}")
     if json_path:
         write_json(json_path, report)
-        print(f"summary: {json_path}")
+        print(f"summary: {shown(json_path)}")
     return 1 if report["problems"] else 0
 
 

@@ -8,14 +8,16 @@ Run a checkpoint over a dataset split and score it (the textured input is scored
     python scripts/evaluate.py --checkpoint experiments/x/models/best.pth --data data/voc_smooth \
         --split test [--save results/] [--tile 512] [--device cuda]
 
-Exit status: 0 when every matched pair was scored; 1 when a file was unreadable or a pair's sizes
-differ (each reported with its path, the rest still scored); 2 on bad arguments or when nothing
-matched.
+Exit status: 0 when every ground truth was scored; 1 when some could not be (a file unreadable, a
+pair's sizes differ, or a ground truth without a prediction: each reported, the rest still scored
+and written, marked incomplete; --allow-missing accepts ground truths without a prediction); 2 on
+bad arguments, an unwritable --csv/--json/--save, or when nothing matched.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from csgis import evaluation
 
@@ -38,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--csv", help="write per-image metrics to this CSV file")
     parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
     parser.add_argument("--workers", type=int, default=1, help="processes for scoring a folder (default: 1)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="exit 0 even when some ground truths have no prediction (scoring a subset on purpose)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.pred is not None:
@@ -63,11 +67,33 @@ def _report_list(title: str, items: list, limit: int = 20) -> None:
         print(f"  ... and {len(items) - limit} more", file=sys.stderr)
 
 
+def check_outputs(args) -> None:
+    """ValueError before any scoring when an output cannot be written, or --save would write into the dataset."""
+    import tempfile
+    if args.save and args.data and _is_within(Path(args.save), Path(args.data)):
+        raise ValueError(f"--save {args.save} is inside the dataset folder {args.data}: predictions would "
+                         f"overwrite the dataset's own files; choose a folder outside it")
+    folders = [Path(f).parent for f in (args.csv, args.json) if f] + ([Path(args.save)] if args.save else [])
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".evaluate_write_test_"):
+                pass
+        except OSError as e:
+            raise ValueError(f"cannot write into {folder}: {e.strerror or e}") from None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from csgis.runtime import reuse_large_allocations
     reuse_large_allocations()  # large CPU speed-up, same results (see csgis/runtime.py)
     try:
+        check_outputs(args)
         if args.pred is not None:
             report = evaluation.evaluate_folder(args.pred, args.gt, args.manifest, args.split, args.name,
                                                 args.workers, progress=not args.quiet)
@@ -95,8 +121,18 @@ def main(argv=None) -> int:
         print("error: no image could be scored", file=sys.stderr)
         return 2
 
+    missing = len(report.get("missing") or [])
+    report["complete"] = not report["problems"] and not missing
+    if missing and not args.allow_missing:
+        print(f"incomplete: {missing} of {missing + report.get('matched', scored)} ground truths have no "
+              f"prediction, so the means are over a subset (--allow-missing to accept that)", file=sys.stderr)
     print(evaluation.format_table(report["methods"]))
-    return evaluation.write_outputs(report, args.csv, args.json)
+    try:
+        status = evaluation.write_outputs(report, args.csv, args.json)
+    except (OSError, UnicodeError) as e:
+        print(f"error: cannot write the results: {e}", file=sys.stderr)
+        return 2
+    return 1 if status or (missing and not args.allow_missing) else 0
 
 
 if __name__ == "__main__":

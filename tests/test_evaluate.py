@@ -69,13 +69,16 @@ def test_constant_offset_gives_known_psnr_and_identical_gives_inf(tmp_path):
     expected = 10 * math.log10(255.0 ** 2 / 25.0)  # 34.1514 dB in both conventions
     assert rows["a"]["psnr_paper"] == pytest.approx(expected, abs=1e-9)
     assert rows["a"]["psnr_standard"] == pytest.approx(expected, abs=1e-9)
-    assert rows["b"]["psnr_paper"] == math.inf and rows["b"]["psnr_standard"] == math.inf
+    # Identical images: PSNR is infinite; tables count it as PSNR_CAP so that means stay finite.
+    assert rows["b"]["psnr_paper"] == rows["b"]["psnr_standard"] == evaluation.PSNR_CAP == 100.0
     assert rows["b"]["ssim_paper"] == pytest.approx(1.0, abs=1e-12)
     assert rows["b"]["ssim_standard"] == pytest.approx(1.0, abs=1e-12)
     # A constant shift leaves the variance terms alone: SSIM < 1 only through the luminance term.
     assert 0.99 < rows["a"]["ssim_standard"] < 1.0
     summary = report["methods"]["pred"]
-    assert summary["n"] == 2 and summary["psnr_paper"]["mean"] == math.inf
+    assert summary["n"] == 2 and summary["psnr_paper"]["mean"] == pytest.approx((expected + 100.0) / 2)
+    evaluation.write_json(tmp_path / "r.json", report)  # strict JSON: no Infinity
+    json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
     assert summary["ssim_paper"]["mean"] == pytest.approx((rows["a"]["ssim_paper"] + 1.0) / 2)
 
 

@@ -1,4 +1,5 @@
 """Bad inputs and accidents: one clear line and a non-zero exit, never a hang, a traceback or lost work."""
+import json
 import os
 import subprocess
 import sys
@@ -361,3 +362,45 @@ def test_tiny_images_keep_their_colours():
         inference.MIN_SIDE = 16
     error = lambda out: np.abs(out.astype(int) - flat.astype(int)).mean()  # noqa: E731
     assert error(mirrored) < 5 and error(padded_with_zeros) > 4 * error(mirrored)
+
+
+def test_evaluate_protects_the_dataset_and_says_when_it_scored_a_subset(demo_root, tmp_path, capsys,
+                                                                        smoother_file):
+    import shutil
+
+    import evaluate
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    before = {p: p.read_bytes() for p in (data / "input").iterdir()}
+    assert evaluate.main(["--checkpoint", str(smoother_file), "--data", str(data), "--save",
+                          str(data / "input"), "--quiet"]) == 2
+    assert "inside the dataset folder" in one_line(capsys.readouterr().err)
+    assert {p: p.read_bytes() for p in (data / "input").iterdir()} == before
+    # An unwritable --json is found before the scoring, not after.
+    (tmp_path / "file").write_text("x")
+    assert evaluate.main(["--pred", str(data / "gt"), "--manifest", str(data), "--json",
+                          str(tmp_path / "file" / "r.json"), "--quiet"]) == 2
+    assert "cannot write into" in one_line(capsys.readouterr().err)
+    # One prediction for a split of several: scored, but said to be incomplete and exit 1.
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    first = data / read_manifest(data, "test")[0]["input"]
+    shutil.copy(first, pred / first.name)
+    report = tmp_path / "r.json"
+    assert evaluate.main(["--pred", str(pred), "--manifest", str(data), "--json", str(report), "--quiet"]) == 1
+    assert "incomplete:" in capsys.readouterr().err and json.loads(report.read_text())["complete"] is False
+    assert evaluate.main(["--pred", str(pred), "--manifest", str(data), "--allow-missing", "--quiet"]) == 0
+    # A file name that is not UTF-8 is written and shown, not a traceback.
+    odd = os.fsdecode(bytes(tmp_path / "r") + b"\xff.json")
+    assert evaluate.main(["--pred", str(pred), "--manifest", str(data), "--allow-missing", "--json", odd,
+                          "--quiet"]) == 0
+    assert os.path.isfile(odd) and "Traceback" not in capsys.readouterr().err
+
+
+def test_a_relative_segmenter_path_from_another_folder_says_so(tmp_path, monkeypatch):
+    from csgis.config import load_config
+    from csgis.train.tasks import SegmenterCheckpointError, build_loss_segmenter
+    cfg = load_config(ROOT / "configs" / "demo.yaml")  # segmenter.checkpoint: weights/demo_segmenter.pth
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SegmenterCheckpointError, match=f"relative to the current folder {tmp_path}"):
+        build_loss_segmenter(cfg, torch.device("cpu"))

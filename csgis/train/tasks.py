@@ -30,6 +30,8 @@ class SegmenterCheckpointError(FileNotFoundError):
 
 def segmenter_missing_message(path: str, weight: float) -> str:
     where = f"'{path}' does not exist" if path else "is not set"
+    if path and not os.path.isabs(path):
+        where += f" (relative to the current folder {os.getcwd()}: run from the repository, or give an absolute path)"
     return (f"loss.segmentation={weight} needs a segmentation network, but segmenter.checkpoint {where}. "
             f"Download DeepLabV3Plus-Pytorch's best_deeplabv3plus_mobilenet_voc_os16.pth "
             f"(github.com/VainF/DeepLabV3Plus-Pytorch, 'Pretrained models') and set "
