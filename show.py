@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from csgis.checkpoint import CheckpointError, load_smoother
-from csgis.device import resolve_device
+from csgis.device import cpu_has_bf16, resolve_device
 from csgis.inference import default_tile, smooth_image
 from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from csgis.runtime import reuse_large_allocations
@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     device = pick_device(args.device)
+    if device.type == "cpu" and (args.amp == "fp16" or (args.amp == "bf16" and cpu_has_bf16() is False)):
+        print(f"warning: --amp {args.amp} on this CPU is emulated and much slower than float32 (--amp off)",
+              file=sys.stderr)
 
     root, files, scanned = find_inputs(args.input)
     out_dir = Path(args.output)

@@ -174,7 +174,10 @@ def _score_pair_job(pair: Pair) -> tuple[dict | None, str | None]:
         pred, gt = _read_pair(pair.pred, pair.gt)
     except (ImageReadError, ValueError) as e:
         return None, str(e)
-    return _metric_row(pair.name, pred, gt, pred=str(pair.pred), gt=str(pair.gt), rule=pair.rule), None
+    try:
+        return _metric_row(pair.name, pred, gt, pred=str(pair.pred), gt=str(pair.gt), rule=pair.rule), None
+    except ValueError as e:  # e.g. an image smaller than the SSIM window
+        return None, f"{pair.pred}: {e}"
 
 
 def score_pairs(pairs: Sequence[Pair], workers: int = 1, progress: bool = True) -> tuple[list[dict], list[str]]:
@@ -323,7 +326,10 @@ def _score_input_job(sample: Sample) -> tuple[dict | None, str | None]:
         textured, gt = _read_pair(sample.input, sample.gt)
     except (ImageReadError, ValueError) as e:
         return None, str(e)
-    return _metric_row(sample.id, textured, gt, pred=str(sample.input), gt=str(sample.gt)), None
+    try:
+        return _metric_row(sample.id, textured, gt, pred=str(sample.input), gt=str(sample.gt)), None
+    except ValueError as e:  # e.g. an image smaller than the SSIM window
+        return None, f"{sample.input}: {e}"
 
 
 def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = True) -> tuple[list[dict], list[str]]:
@@ -362,8 +368,11 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         if save_dir is not None:
             pred_path = str(Path(save_dir) / f"{sample.id}.png")
             write_image(pred_path, prediction)
-        rows.append(dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)),
-                         method=label))
+        try:
+            rows.append(dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)),
+                             method=label))
+        except ValueError as e:  # e.g. an image smaller than the SSIM window
+            problems.append(f"{sample.input}: {e}")
     input_rows, input_problems = score_inputs(samples, 1, progress=False)
     problems += [p for p in input_problems if p not in problems]
     return {
@@ -486,8 +495,11 @@ def _filter_job(job: FilterJob) -> tuple[dict | None, str | None]:
     seconds = time.perf_counter() - start
     if job.save is not None:
         write_image(job.save, smoothed)
-    return _metric_row(job.sample.id, smoothed, gt, method=job.filter, pred=str(job.save or ""),
-                       gt=str(job.sample.gt), seconds=seconds), None
+    try:
+        return _metric_row(job.sample.id, smoothed, gt, method=job.filter, pred=str(job.save or ""),
+                           gt=str(job.sample.gt), seconds=seconds), None
+    except ValueError as e:  # e.g. an image smaller than the SSIM window
+        return None, f"{job.sample.input}: {e}"
 
 
 def run_filter(name: str, params: dict, samples: Sequence[Sample], workers: int = 1, progress: bool = True,
