@@ -83,7 +83,8 @@ class DataConfig:
     contrast: list[float] = field(default_factory=lambda: [0.3, 1.7])  # jitter factor range
     hue: float = 0.3               # hue shift range [-hue, hue]
     repeat: int = 1                # passes over the training set per epoch (small datasets)
-    num_workers: int = 2           # DataLoader workers per process
+    num_workers: int = 2           # DataLoader workers per process (device pipeline: decoding workers)
+    pipeline: str = "workers"      # workers (augment per sample in DataLoader workers) | device (batched, on the training device)
 
 
 @dataclass
@@ -137,6 +138,7 @@ CHOICES = {
     "loss.negatives": ("coin", "per_sample", "both", "over", "input"),
     "loss.seg_input": ("prediction", "input"),
     "data.format": ("manifest", "released", "online"),
+    "data.pipeline": ("workers", "device"),
     "segmenter.output_stride": (8, 16),
 }
 

@@ -181,6 +181,15 @@ class Run:
         self.val_loader = (build_val_loader(val_set, cfg.data.num_workers)
                            if val_set is not None and info.is_main else None)
         self.steps_per_epoch = min(len(self.loader), cfg.train.max_iters_per_epoch or len(self.loader))
+        self.bank = None
+        if cfg.data.pipeline == "device":  # the split decoded once onto the device; batches cut there
+            from csgis.data.batched import DeviceBank
+            if cfg.data.format == "online":
+                raise ConfigError("data.pipeline=device needs stored images (data.format manifest or released)")
+            started = time.time()
+            self.bank = DeviceBank(train_set, device, workers=cfg.data.num_workers)
+            logger.info(f"data.pipeline device: {len(self.bank.ids)} training samples on {device} "
+                        f"({self.bank.nbytes / 2**20:.0f} MiB), decoded in {time.time() - started:.1f}s")
 
     # ---- training state
     def state(self) -> dict:
@@ -242,10 +251,16 @@ class Run:
         """This epoch's batches: order f(seed, epoch); a resumed epoch skips what it trained."""
         self.sampler.set_epoch(epoch)
         self.loader_generator.manual_seed(epoch_seed(self.cfg.seed, epoch))
-        self.sampler.start_batch = self.progress.batch_in_epoch
         remaining = max(0, self.steps_per_epoch - self.progress.batch_in_epoch)
+        if self.bank is not None:
+            from csgis.data.batched import device_epoch
+            batches = device_epoch(self.bank, list(iter(self.sampler)), self.loader.batch_size,
+                                   self.progress.batch_in_epoch, self.cfg.data, self.cfg.seed, epoch, self.info.rank)
+        else:
+            self.sampler.start_batch = self.progress.batch_in_epoch
+            batches = self.loader
         # islice stops before fetching (and augmenting) a batch that would not be trained on.
-        return tqdm(self._fetch(islice(self.loader, remaining)), total=remaining, disable=not self.info.is_main,
+        return tqdm(self._fetch(islice(batches, remaining)), total=remaining, disable=not self.info.is_main,
                     desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}", dynamic_ncols=True,
                     mininterval=1.0, leave=False)
 
