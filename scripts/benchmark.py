@@ -480,6 +480,7 @@ class BenchmarkOptions:
     tiled_megapixels: float = 12.0
     tiled_tile: int | None = None
     loss_overrides: dict = field(default_factory=dict)
+    pipeline_data: str = ""                     # dataset folder: time data.pipeline=device batches too
 
 
 def _settings(opts: BenchmarkOptions, device: torch.device) -> dict:
@@ -500,6 +501,29 @@ def _settings(opts: BenchmarkOptions, device: torch.device) -> dict:
         "train_steps": opts.train_steps if opts.train_steps is not None else
         (2 if quick and not cuda else 3 if not cuda else 20),
     }
+
+
+def benchmark_pipeline(data_root: str, device: torch.device, batch: int, patch: int, repeats: int = 20,
+                       workers: int = 0) -> dict:
+    """Time of one data.pipeline=device batch (augment_batch on the device) of the split's training data."""
+    from csgis.config import DataConfig
+    from csgis.data import build_dataset
+    from csgis.data.batched import DeviceBank, augment_batch
+
+    cfg = DataConfig(root=data_root, patch_size=patch)
+    start = time.perf_counter()
+    bank = DeviceBank(build_dataset(cfg, "train", train=False), device, workers=workers)
+    load_s = time.perf_counter() - start
+    generator = torch.Generator().manual_seed(0)
+    indices = torch.arange(batch) % len(bank.ids)
+
+    def make():
+        return augment_batch(bank, indices, patch, cfg.hflip, cfg.rotate, cfg.brightness, cfg.contrast, cfg.hue,
+                             generator)
+    make()
+    seconds, _ = _timed(make, repeats, device)
+    return {"data": data_root, "samples": len(bank.ids), "bank_mib": bank.nbytes / 2**20, "load_s": load_s,
+            "batch": batch, "patch": patch, "seconds_per_batch": seconds}
 
 
 def run_benchmarks(opts: BenchmarkOptions, log: Callable[[str], None] = print) -> dict:
@@ -537,6 +561,16 @@ def run_benchmarks(opts: BenchmarkOptions, log: Callable[[str], None] = print) -
     if opts.infer:
         report["infer"] = benchmark_inference(arch, device, variants, settings["sizes"], settings["infer_warmup"],
                                               settings["infer_repeats"], opts.infer_batch, per_pixel, log)
+    report["pipeline"] = None
+    if opts.pipeline_data and opts.train:
+        log("pipeline: data.pipeline=device batches ...")
+        report["pipeline"] = benchmark_pipeline(opts.pipeline_data, device, settings["train_batch"], opts.train_patch)
+        log(f"pipeline: {1e3 * report['pipeline']['seconds_per_batch']:.2f} ms per batch")
+        eager = next((r for r in report["train"] if r["variant"] == "eager" and r["status"] == "ok"), None)
+        if eager:
+            step = eager["seconds_per_step"]
+            report["pipeline"]["share_of_eager_step"] = report["pipeline"]["seconds_per_batch"] / (
+                step + report["pipeline"]["seconds_per_batch"])
     report["tiled"] = None
     if opts.tiled_12mp:
         log("tiled: show.py on a large image in a child process (CPU) ...")
@@ -609,6 +643,13 @@ def format_table(report: dict) -> str:
                 f"{_fmt(r.get('peak_mem_mib'), 0) if ok else '-'} | "
                 f"{_sci(r.get('max_abs_diff_vs_eager')) if ok else '-'} | {r['status']} |")
         lines.append("")
+    pipe = report.get("pipeline")
+    if pipe:
+        share = pipe.get("share_of_eager_step")
+        lines += [f"Data (data.pipeline=device, {pipe['samples']} samples, {pipe['bank_mib']:.0f} MiB on the device, "
+                  f"decoded in {pipe['load_s']:.1f} s): {1e3 * pipe['seconds_per_batch']:.2f} ms per batch of "
+                  f"{pipe['batch']} x {pipe['patch']} px" + (f", {100 * share:.1f}% of an fp32 eager step with it"
+                                                             if share is not None else ""), ""]
     tiled = report.get("tiled")
     if tiled:
         if tiled.get("ok"):
@@ -674,6 +715,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiled-megapixels", type=float, default=12.0)
     p.add_argument("--tiled-tile", type=int, default=None,
                    help="tile for the tiled run (default: show.py's choice for the width-64 model)")
+    p.add_argument("--pipeline-data", default="",
+                   help="dataset folder: also time a data.pipeline=device batch (and its share of a training step)")
     p.add_argument("--json", default=None, help="write the full report here")
     return p.parse_args(argv)
 
@@ -695,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             train_batch=args.train_batch, train_patch=args.train_patch, train_warmup=args.train_warmup,
             train_steps=args.train_steps, vgg_weights=args.vgg_weights, flop_size=args.flop_size,
             tiled_12mp=args.tiled_12mp, tiled_width=args.tiled_width, tiled_blocks=tuple(args.tiled_blocks),
-            tiled_megapixels=args.tiled_megapixels, tiled_tile=args.tiled_tile)
+            tiled_megapixels=args.tiled_megapixels, tiled_tile=args.tiled_tile, pipeline_data=args.pipeline_data)
         report = run_benchmarks(opts, log=lambda line: print(line, file=sys.stderr, flush=True))
     except ValueError as e:
         print(f"benchmark.py: error: {e}", file=sys.stderr)

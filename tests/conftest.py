@@ -11,6 +11,19 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_HOME", str(ROOT / ".pytest_cache" / "torch_home"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`cuda`-marked tests run on CUDA, or on the device CSGIS_TEST_DEVICE names; else they are skipped."""
+    if os.environ.get("CSGIS_TEST_DEVICE"):
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device (CSGIS_TEST_DEVICE=cpu runs these on the CPU)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

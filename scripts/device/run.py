@@ -1,0 +1,218 @@
+"""One prepared GPU window: tests, benchmark and a training run, within a time budget.
+
+    bash scripts/device/run.sh OUT_DIR                                   # on the GPU machine
+    CSGIS_DEVICE=cpu CSGIS_BUDGET_S=120 bash scripts/device/run.sh OUT   # the dry run, here
+
+Steps, in order of value; OUT_DIR/summary.json is rewritten after each, so a run cut off at its
+limit still returns what it finished:
+  environment  GPU name, driver, torch / CUDA / cuDNN versions, CPU count;
+  cuda_tests   the `cuda`-marked tests (tests/test_cuda.py) on the device: mixed precision against
+               fp32, channels_last, torch.compile, tiled == untiled, exact resume, show.py;
+  benchmark    scripts/benchmark.py on the device: inference at 1 and 4 MP and the paper training
+               step for every variant, each against fp32 eager, the fraction of the chip's bf16 peak,
+               and the data.pipeline=device batch time;
+  training     configs/device.yaml (the paper-width network) on the demo data, built here first, for
+               the time left; its weights are copied to OUT_DIR every minute, then scored on the
+               demo test split.
+Files in OUT_DIR (at most 8, each under 16 MiB): summary.json, cuda_tests.log, benchmark.json,
+train.log, metrics.jsonl, final.pth (weights only), test_metrics.json.
+The dry run (CSGIS_DEVICE=cpu) runs the same steps with tiny sizes; CI runs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.start, self.seconds = time.monotonic(), seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.start)
+
+    def share(self, fraction: float, reserve: float = 0.0) -> float:
+        """At most `fraction` of the whole budget, and never more than what is left minus `reserve`."""
+        return max(1.0, min(fraction * self.seconds, self.left() - reserve))
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str, float]:
+    """(exit status, output, seconds); a command past its timeout is killed (status 124)."""
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        return 124, out + f"\n[killed after {timeout:.0f} s]", time.monotonic() - start
+
+
+def environment(python: str, device: str) -> dict:
+    code = ("import json, os, torch; d = torch.cuda.is_available(); print(json.dumps({'torch': torch.__version__, "
+            "'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if d else None, "
+            "'gpu': torch.cuda.get_device_name(0) if d else None, 'gpu_count': torch.cuda.device_count(), "
+            "'cpu_count': os.cpu_count()}))")
+    status, out, _ = run([python, "-c", code], 120)
+    env = json.loads(out.strip().splitlines()[-1]) if status == 0 else {"error": out[-500:]}
+    if shutil.which("nvidia-smi"):
+        status, smi, _ = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             30)
+        env["nvidia_smi"] = smi.strip() if status == 0 else None
+    env.update(python=platform.python_version(), device=device, machine=platform.machine())
+    return env
+
+
+def cuda_tests(python: str, device: str, timeout: float, out: Path) -> dict:
+    status, log, seconds = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+                                "tests/test_cuda.py"], timeout, {"CSGIS_TEST_DEVICE": device})
+    (out / "cuda_tests.log").write_text(log[-200_000:])
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", log)}
+    return {"status": status, "seconds": round(seconds, 1), **counts,
+            "failures": re.findall(r"^FAILED (\S+)", log, flags=re.M)}
+
+
+def build_data(python: str, dry: bool, work: Path, timeout: float) -> tuple[Path, dict]:
+    data = work / "data"
+    cmd = [python, "dataset_utils/make_demo_data.py", "--out", str(data), "--workers", str(os.cpu_count() or 1)]
+    status, log, seconds = run(cmd + (["--size", "tiny"] if dry else []), timeout)
+    return data, {"status": status, "seconds": round(seconds, 1), "tail": log[-300:] if status else ""}
+
+
+def benchmark(python: str, device: str, dry: bool, data: Path, timeout: float, out: Path) -> dict:
+    cmd = [python, "scripts/benchmark.py", "--device", device, "--json", str(out / "benchmark.json"),
+           "--pipeline-data", str(data)]
+    if dry:
+        cmd += ["--width", "8", "--blocks", "1", "1", "1", "--quick", "--sizes", "64", "--train-patch", "32",
+                "--train-batch", "2", "--train-warmup", "1", "--train-steps", "1", "--variants", "eager,bf16"]
+    else:  # 1 and 4 MP; one compiled variant (compiling the paper network takes about a minute)
+        cmd += ["--sizes", "1024", "2048", "--variants",
+                "eager,channels_last,bf16,fp16,bf16+channels_last,compile+bf16+channels_last"]
+    status, log, seconds = run(cmd, timeout)
+    # Each finished row is also a log line: a benchmark cut off at its limit still reports those.
+    rows = [line for line in log.splitlines() if re.match(r"(train|infer|pipeline)\b", line) or line.startswith("parameters")]
+    table = log[log.find("Device:"):] if "Device:" in log else ""
+    return {"status": status, "seconds": round(seconds, 1), "rows": rows, "table": table}
+
+
+def training(python: str, device: str, dry: bool, data: Path, work: Path, seconds: float, out: Path) -> dict:
+    """Train configs/device.yaml for `seconds`, copying its weights to OUT every minute; SIGTERM at the end."""
+    run_dir = work / "exp" / "device"
+    cmd = [python, "train.py", "--config", "configs/device.yaml", f"data.root={data}",
+           f"experiments_dir={work / 'exp'}", f"device={device}"]
+    if dry:
+        cmd += ["model.width=8", "model.descriptor_blocks=1", "model.coarse_blocks=1", "model.refine_blocks=1",
+                "data.patch_size=32", "train.batch_size=2", "data.num_workers=0", "train.max_iters_per_epoch=4",
+                "train.val_every=2", "data.val_crop=32"]
+    log = open(work / "train.log", "w")
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    last_copy, latest = start, run_dir / "models" / "latest.pth"
+    while proc.poll() is None and time.monotonic() - start < seconds:
+        time.sleep(2)
+        if time.monotonic() - last_copy > 60 and latest.is_file():
+            shutil.copy(latest, out / ".final.pth.tmp")
+            os.replace(out / ".final.pth.tmp", out / "final.pth")
+            last_copy = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # the loop finishes its step and saves a training state
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+    shutil.copy(work / "train.log", out / "train.log")
+    result = {"status": proc.returncode, "stopped_by_time": proc.returncode == 128 + signal.SIGTERM,
+              "seconds": round(time.monotonic() - start, 1), "config": "configs/device.yaml", "overrides": cmd[4:]}
+    if (run_dir / "metrics.jsonl").is_file():
+        shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+    state = run_dir / "training_states" / "latest.state"
+    if state.is_file():  # the final weights, weights only (the whole state would exceed 16 MiB)
+        status, text, _ = run([python, "-c", (
+            "import sys, torch; from csgis.checkpoint import load_smoother, load_training_state, save_checkpoint; "
+            "s = load_training_state(sys.argv[1]); m = load_smoother(sys.argv[1]); "
+            "save_checkpoint(sys.argv[2], m, config=s['config'], epoch=s['epoch'], iteration=s['global_step']); "
+            "print(s['global_step'], s['epoch'])"), str(state), str(out / "final.pth")], 300)
+        if status == 0:
+            steps, epochs = map(int, text.split()[-2:])
+            result.update(steps=steps, epochs=epochs, weights="final.pth")
+        else:
+            result["export_error"] = text[-500:]
+    return result
+
+
+def score(python: str, device: str, dry: bool, data: Path, timeout: float, out: Path) -> dict:
+    cmd = [python, "scripts/evaluate.py", "--checkpoint", str(out / "final.pth"), "--data", str(data), "--split",
+           "test", "--device", device, "--json", str(out / "test_metrics.json"), "--quiet"]
+    status, log, seconds = run(cmd + (["--max-images", "4"] if dry else []), timeout)
+    result = {"status": status, "seconds": round(seconds, 1), "split": "demo test",
+              "heldout": "no held-out benchmark is built yet"}
+    if (out / "test_metrics.json").is_file():
+        methods = json.loads((out / "test_metrics.json").read_text())["methods"]
+        result.update({name: {k: v["mean"] for k, v in m.items() if isinstance(v, dict)} for name, m in methods.items()})
+    else:
+        result["tail"] = log[-500:]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: bash scripts/device/run.sh OUT_DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    device = os.environ.get("CSGIS_DEVICE", "cuda")
+    dry = device == "cpu"
+    budget = Budget(float(os.environ.get("CSGIS_BUDGET_S", "520")))
+    python = sys.executable
+    work = Path(tempfile.mkdtemp(prefix="csgis_device_"))
+    summary = {"command": "bash scripts/device/run.sh", "device": device, "budget_s": budget.seconds, "dry_run": dry,
+               "environment": None, "cuda_tests": None, "benchmark": None, "training": None}
+
+    def step(name: str, value) -> None:
+        summary[name] = value
+        summary["elapsed_s"] = round(budget.seconds - budget.left(), 1)
+        write_json(out / "summary.json", summary)
+        print(f"[{summary['elapsed_s']:6.1f} s] {name}: {json.dumps(value, default=str)[:300]}", flush=True)
+
+    try:
+        step("environment", environment(python, device))
+        # Shares of the budget: tests 20 % (35 % in the dry run: compiling on a CPU is slow), benchmark
+        # 30 %, the rest for data, training and scoring; each step leaves time for the ones after it.
+        step("cuda_tests", cuda_tests(python, device, budget.share(0.35 if dry else 0.2, 0.55 * budget.seconds), out))
+        data, built = build_data(python, dry, work, budget.share(0.1, 0.45 * budget.seconds))
+        summary["data"] = built
+        step("benchmark", benchmark(python, device, dry, data, budget.share(0.3, 0.35 * budget.seconds), out))
+        scoring = 0.1 * budget.seconds
+        result = training(python, device, dry, data, work, max(5.0, budget.left() - scoring - 20), out)
+        step("training", result)
+        if (out / "final.pth").is_file():
+            result["test"] = score(python, device, dry, data, max(5.0, budget.left() - 2), out)
+            step("training", result)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ok = (summary["cuda_tests"] or {}).get("status") == 0 and (summary["training"] or {}).get("steps", 0) > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""scripts/device/run.sh, the prepared GPU window, as its dry run on the CPU: every step end to end
+in its time budget, and what it returns fits what the GPU machine gives back."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BUDGET = 120
+
+
+@pytest.mark.slow
+def test_the_device_run_dry_runs_every_step_within_its_budget(repo_root, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(repo_root / "scripts" / "device" / "run.sh"), str(out)], capture_output=True,
+                          text=True, timeout=BUDGET + 180,
+                          env=dict(os.environ, CSGIS_DEVICE="cpu", CSGIS_BUDGET_S=str(BUDGET), OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry_run"] and summary["elapsed_s"] <= BUDGET + 30
+    assert summary["environment"]["torch"] and summary["environment"]["device"] == "cpu"
+    tests = summary["cuda_tests"]
+    assert tests["status"] == 0 and tests.get("passed", 0) >= 5 and not tests["failures"]
+    bench = summary["benchmark"]
+    assert bench["status"] == 0 and any(r.startswith("train eager") for r in bench["rows"])
+    report = json.loads((out / "benchmark.json").read_text())
+    assert report["pipeline"]["seconds_per_batch"] > 0 and report["train"][0]["status"] == "ok"
+    training = summary["training"]
+    assert training["steps"] > 0 and training["stopped_by_time"] and training["weights"] == "final.pth"
+    assert 0 < training["test"]["model"]["psnr_paper"] < 100
+    # What the GPU machine gives back: at most 8 files, each under 16 MiB, no folders.
+    files = list(out.iterdir())
+    assert len(files) <= 8 and all(f.is_file() and f.stat().st_size < 16 * 2**20 for f in files), files
+    assert {f.name for f in files} >= {"summary.json", "cuda_tests.log", "benchmark.json", "final.pth", "train.log"}
+    from csgis.checkpoint import load_smoother
+    assert load_smoother(out / "final.pth").arch["width"] == 8
+
+
+def test_the_device_path_needs_no_opencv_contrib(repo_root, tmp_path, demo_root):
+    """The GPU machine has opencv-python-headless, not the contrib build: building the demo data,
+    training with data.pipeline=device and scoring must not touch cv2.ximgproc."""
+    script = tmp_path / "no_contrib.py"
+    script.write_text(f"""
+import sys, cv2
+class Missing:
+    def __getattr__(self, name):
+        raise AttributeError("cv2.ximgproc is not installed here (opencv-python-headless)")
+cv2.ximgproc = Missing()
+sys.modules["cv2.ximgproc"] = None
+import make_demo_data
+assert make_demo_data.main(["--out", {str(tmp_path / "data")!r}, "--size", "tiny", "--workers", "1"]) == 0
+sys.path.insert(0, {str(repo_root / "tests")!r})
+from _helpers import tiny_config
+from csgis.train import train
+from csgis import evaluation
+cfg = tiny_config({str(tmp_path / "data")!r}, {str(tmp_path)!r}, "run", data={{"pipeline": "device", "num_workers": 0}},
+                  train={{"epochs": 1}})
+train(cfg)
+report = evaluation.evaluate_model({str(tmp_path / "run" / "models" / "latest.pth")!r}, {str(tmp_path / "data")!r},
+                                   "test", progress=False)
+print("scored", report["methods"]["model"]["n"])
+""")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=repo_root,
+                          env=dict(os.environ, OMP_NUM_THREADS="1",
+                                   PYTHONPATH=os.pathsep.join([str(repo_root / "dataset_utils"), str(repo_root)])))
+    assert proc.returncode == 0 and "scored 4" in proc.stdout, proc.stderr[-3000:]
