@@ -9,6 +9,12 @@ folder) as `<name>.png`, plus `<name>_edge.png` / `<name>_coarse.png` on request
 planned first: an edge or coarse map whose name another input's result takes is renamed and the
 renaming printed). Both our
 checkpoints and the authors' released ones ({"net": ..., "now_epoch", "opt"}) are accepted.
+Region smoothing: --mask (a file, or a folder of masks named like the inputs) or --classes /
+--keep-classes with --segmenter choose where to smooth; --feather PX softens the seam; outside the
+region and its feather band the output equals the input exactly. --strength S in [0, 4] (below 1:
+a blend with the input; above 1: the smoother applied again) and --scale S (smooth at S x the
+resolution) set how strongly (csgis/regions.py). --save-mask writes the region used as
+<name>_mask.png.
 Existing outputs are kept unless --overwrite, so an interrupted run resumes. Files that cannot be
 read are reported with their path and skipped; the exit status is 1 when any image failed, 2 on
 bad arguments.
@@ -21,17 +27,20 @@ import pickle
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from csgis.checkpoint import CheckpointError, load_smoother
+from csgis.checkpoint import CheckpointError, load_segmenter, load_smoother
 from csgis.device import cpu_has_bf16, resolve_device
 from csgis.inference import default_tile, smooth_image
 from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from csgis.regions import (RegionError, check_strength_scale, class_ids, class_mask, find_mask_file, mask_image,
+                           read_mask, segment, segmenter_classes, smooth_region)
 from csgis.runtime import reuse_large_allocations
 
 # smooth_image output -> file-name suffix
-OUTPUT_SUFFIXES = {"prediction": "", "edge": "_edge", "coarse": "_coarse"}
+OUTPUT_SUFFIXES = {"prediction": "", "edge": "_edge", "coarse": "_coarse", "mask": "_mask"}
 MIN_CLI_TILE = 32  # smaller tiles spend nearly all their time on the margin (--tile 1: hours)
 
 
@@ -55,6 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs; allow an output folder inside the input folder")
+    r = p.add_argument_group("regions (see csgis/regions.py)")
+    r.add_argument("--mask", help="smooth only where this mask is set: a file, or a folder of masks named like the inputs")
+    r.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the image (nearest)")
+    r.add_argument("--classes", help="smooth only these classes of the segmenter, comma-separated (needs --segmenter)")
+    r.add_argument("--keep-classes", help="smooth everything but these classes of the segmenter (needs --segmenter)")
+    r.add_argument("--segmenter", help="segmentation checkpoint for --classes / --keep-classes")
+    r.add_argument("--feather", type=float, default=0.0, help="width in pixels of the soft seam outside the region")
+    r.add_argument("--strength", type=float, default=1.0,
+                   help="0..1: blend with the input; 1..4: apply the smoother again (default 1)")
+    r.add_argument("--scale", type=float, default=1.0, help="smooth at this times the resolution (0.25..4, default 1)")
+    r.add_argument("--save-mask", action="store_true", help="also write the region used as <name>_mask.png")
     return p.parse_args(argv)
 
 
@@ -154,6 +174,68 @@ def pick_device(name: str) -> torch.device:
         raise UsageError(str(e)) from None
 
 
+def names_relative(root: Path, path: Path) -> Path:
+    try:
+        return path.relative_to(root).with_suffix("")
+    except ValueError:
+        return Path(path.stem)
+
+
+class RegionOptions:
+    """show.py's region arguments, checked once: which pixels of each image to smooth."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.args, self.device = args, device
+        chosen = [name for name in ("mask", "classes", "keep_classes") if getattr(args, name)]
+        if len(chosen) > 1:
+            raise UsageError("choose one of --mask, --classes and --keep-classes")
+        try:
+            check_strength_scale(args.strength, args.scale)
+        except RegionError as e:
+            raise UsageError(f"--{str(e)}") from None
+        if args.feather < 0:
+            raise UsageError(f"--feather must be >= 0, got {args.feather:g}")
+        self.active = bool(chosen)
+        self.plain = not self.active and args.strength == 1 and args.scale == 1
+        self.mask_path = Path(args.mask) if args.mask else None
+        if self.mask_path is not None and not self.mask_path.exists():
+            raise UsageError(f"mask not found: {self.mask_path}")
+        self.segmenter = self.ids = None
+        wanted = args.classes or args.keep_classes
+        if wanted:
+            if not args.segmenter:
+                raise UsageError("--classes and --keep-classes need --segmenter CKPT")
+            try:
+                self.segmenter = load_segmenter(args.segmenter)
+                names = segmenter_classes(args.segmenter, self.segmenter.num_classes)
+                self.ids = class_ids(names, [n.strip() for n in wanted.split(",") if n.strip()])
+            except (CheckpointError, RegionError) as e:
+                raise UsageError(str(e)) from None
+        elif args.segmenter:
+            raise UsageError("--segmenter is used with --classes or --keep-classes")
+
+    def mask(self, path: Path, relative_stem: Path, rgb: np.ndarray) -> np.ndarray | None:
+        """The region of one image (None: the whole image); RegionError for an unusable one."""
+        shape = rgb.shape[:2]
+        if self.mask_path is not None:
+            file = self.mask_path if self.mask_path.is_file() else find_mask_file(self.mask_path, relative_stem)
+            if file is None:
+                raise RegionError(f"{path}: no mask named {relative_stem}.<ext> in {self.mask_path}")
+            try:
+                mask = read_mask(file, shape, self.args.resize_mask)
+            except RegionError as e:
+                raise RegionError(f"{path}: {e}") from None
+        elif self.ids is not None:
+            labels = segment(self.segmenter, rgb, self.device)
+            mask = class_mask(labels, self.ids, keep=bool(self.args.keep_classes))
+        else:
+            return None
+        if not mask.any():
+            raise RegionError(f"{path}: the region is empty (no pixel of the mask or class is set), so nothing "
+                              f"would be smoothed")
+        return mask
+
+
 def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
@@ -187,8 +269,10 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise UsageError(f"cannot load checkpoint {checkpoint}: {e}") from None
     tile = default_tile(device, model, amp=args.amp, batch=args.batch) if args.tile is None else args.tile
+    region = RegionOptions(args, device)
 
-    kinds = ["prediction"] + ["edge"] * args.save_edges + ["coarse"] * args.save_coarse
+    kinds = (["prediction"] + ["edge"] * args.save_edges + ["coarse"] * args.save_coarse
+             + ["mask"] * (args.save_mask and region.active))
     plan, renamed = plan_outputs(root, files, kinds)
     for line in renamed:
         print(f"renamed: {line}", file=sys.stderr)
@@ -214,14 +298,22 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             rgb = read_image(path)
-            result = smooth_image(model, rgb, tile=tile, device=device, amp=args.amp,
-                                  channels_last=args.channels_last, batch=args.batch,
-                                  outputs=tuple(todo))
+            network = dict(tile=tile, device=device, amp=args.amp, channels_last=args.channels_last, batch=args.batch)
+            if region.plain:
+                result = smooth_image(model, rgb, outputs=tuple(k for k in todo if k != "mask"), **network)
+            else:
+                mask = region.mask(path, names_relative(root, path), rgb)
+                result = {k: v for k, v in smooth_image(model, rgb, outputs=tuple(k for k in todo if k in (
+                    "edge", "coarse")), **network).items()} if {"edge", "coarse"} & set(todo) else {}
+                result["prediction"] = smooth_region(model, rgb, mask, args.feather, args.strength, args.scale,
+                                                     **network)
+                if mask is not None:
+                    result["mask"] = mask_image(mask)
             del rgb
             for kind, target in todo.items():
                 write_image(target, result[kind])
             written += 1
-        except ImageReadError as e:  # message already names the file
+        except (ImageReadError, RegionError) as e:  # message already names the file
             failed.append((path, str(e)))
             tqdm.write(f"FAILED {e}", file=sys.stderr)
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one; CPU allocators raise plain ones

@@ -116,3 +116,71 @@ def test_the_click_protocol_aims_at_the_largest_error():
     y, x, positive = interactive.next_click(target, spill)
     assert not positive and x >= 36
     assert interactive.next_click(target, target) is None
+
+
+# ----------------------------------------------------------------------------- show.py
+@pytest.fixture
+def scene(tmp_path):
+    from csgis.io import write_image
+    rgb, disc, square = shapes_image()
+    write_image(tmp_path / "in" / "a.png", rgb)
+    write_image(tmp_path / "masks" / "a.png", regions.mask_image(disc))
+    return tmp_path, rgb, disc
+
+
+def run_show(tmp_path, *extra, out="out"):
+    import show
+    return show.main(["--checkpoint", str(SHIPPED), "--input", str(tmp_path / "in"), "--output",
+                      str(tmp_path / out), "--device", "cpu", *map(str, extra)])
+
+
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "weights" / "demo_smoother.pth"
+
+
+def test_show_smooths_only_inside_the_mask(scene, capsys):
+    from csgis.checkpoint import load_smoother
+    from csgis.io import read_image
+    tmp_path, rgb, disc = scene
+    assert run_show(tmp_path, "--mask", tmp_path / "masks", "--feather", 4, "--save-mask", "--strength", 0.8) == 0
+    out = read_image(tmp_path / "out" / "a.png")
+    distance = cv2.distanceTransform((~disc).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    assert np.array_equal(out[distance >= 4], rgb[distance >= 4])
+    expected = regions.smooth_region(load_smoother(SHIPPED), rgb, disc, 4, 0.8, 1.0)
+    assert np.array_equal(out, expected)  # show.py is the library's region smoothing
+    assert np.array_equal(read_image(tmp_path / "out" / "a_mask.png")[..., 0] > 127, disc)
+    # A single mask file works as well as a folder of masks named like the inputs.
+    assert run_show(tmp_path, "--mask", tmp_path / "masks" / "a.png", "--feather", 4, "--strength", 0.8,
+                    out="out_file") == 0
+    assert np.array_equal(read_image(tmp_path / "out_file" / "a.png"), out)
+
+
+def test_show_region_inputs_that_cannot_work_are_one_line(scene, capsys):
+    from csgis.io import write_image
+    tmp_path, rgb, disc = scene
+    write_image(tmp_path / "small" / "a.png", regions.mask_image(disc[::2, ::2]))
+    assert run_show(tmp_path, "--mask", tmp_path / "small") == 1
+    err = capsys.readouterr().err
+    assert "is 64x48 but the image is 128x96" in err and "--resize-mask" in err and str(tmp_path / "small") in err
+    assert run_show(tmp_path, "--mask", tmp_path / "small", "--resize-mask", out="resized") == 0
+    write_image(tmp_path / "empty" / "a.png", np.zeros(disc.shape, np.uint8))
+    assert run_show(tmp_path, "--mask", tmp_path / "empty", out="e") == 1
+    assert "the region is empty" in capsys.readouterr().err
+    assert run_show(tmp_path, "--classes", "cat", "--segmenter", SHIPPED.with_name("demo_segmenter.pth")) == 2
+    assert "no class 'cat'; its classes: background, disc, rectangle" in capsys.readouterr().err
+    assert run_show(tmp_path, "--classes", "disc", "--segmenter", SHIPPED) == 2  # a smoother as segmenter
+    assert "is a csgis 'smoother' checkpoint, expected a DeepLabV3+" in capsys.readouterr().err
+    assert run_show(tmp_path, "--strength", 5) == 2 and "strength must be in [0, 4]" in capsys.readouterr().err
+    assert run_show(tmp_path, "--mask", tmp_path / "masks", "--classes", "disc") == 2
+
+
+def test_show_semantic_regions_come_from_the_segmenter(scene):
+    from csgis.checkpoint import load_segmenter
+    from csgis.io import read_image
+    tmp_path, rgb, disc = scene
+    seg = SHIPPED.with_name("demo_segmenter.pth")
+    assert run_show(tmp_path, "--keep-classes", "background", "--segmenter", seg, "--save-mask") == 0
+    labels = regions.segment(load_segmenter(seg), rgb)
+    mask = read_image(tmp_path / "out" / "a_mask.png")[..., 0] > 127
+    assert np.array_equal(mask, labels != 0)
+    out = read_image(tmp_path / "out" / "a.png")
+    assert np.array_equal(out[~mask], rgb[~mask])
