@@ -79,6 +79,8 @@ CASES = {
                                               "--size", "tiny"], {2}, "no dataset.json"),
     "VOC builder on a folder that is no VOC": (["dataset_utils/build_voc_smooth.py", "--voc-root", "{h}",
                                                 "--textures", "{h}", "--out", "{out}"], {2}, "error"),
+    "page with a segmenter as smoother": (["app.py", "--checkpoint", "weights/demo_segmenter.pth"], {2},
+                                          "is a csgis 'segmenter' checkpoint"),
     "report with a training config": (["scripts/make_report.py", "--config", "configs/demo.yaml"], {2},
                                       "needs a list of 'rows'"),
     "samples of a broken dataset": (["scripts/show_samples.py", "--root", "{h}/broken_dataset", "--out",
