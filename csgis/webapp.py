@@ -213,7 +213,8 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
                     run = gr.Button("Smooth", variant="primary", elem_id="smooth")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
-                compare = gr.ImageSlider(label="before / after", elem_id="compare", format="png")
+                compare = gr.ImageSlider(label="before | after (drag the handle)", elem_id="compare", format="png",
+                                         slider_position=20)
                 files = gr.File(label="download", file_count="multiple", elem_id="downloads")
         upload.upload(opened, [upload, editor], [editor, canvas, status])
         canvas.select(clicked, [editor, mode, radius, method, classes], [editor, canvas, status])

@@ -1,16 +1,11 @@
 """app.py: the page's logic (csgis.webapp.Editor), and the page itself driven in headless Chromium."""
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import browser
 from csgis import regions
 from csgis.checkpoint import load_segmenter, load_smoother
 from csgis.io import read_image, write_image
@@ -53,60 +48,22 @@ def test_the_editor_marks_regions_and_smooths_once_per_setting(editor, monkeypat
         editor.load(np.array(["text"]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
-def _set_number(driver, elem_id: str, value) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(str(value), Keys.TAB)
-
-
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+@pytest.mark.skipif(not browser.available(),
                     reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
 def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
     """Open an image, click the object, set strength and feather, smooth, download: the downloaded
     result is show.py's output for the downloaded mask and the same settings."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     import show
 
     rgb, disc, _ = shapes_image()
     write_image(tmp_path / "in" / "scene.png", rgb)
-    port = _free_port()
-    app = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(SMOOTHER), "--port", str(port)],
-                           cwd=tmp_path, stdout=open(tmp_path / "app.log", "w"), stderr=subprocess.STDOUT,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-    started = time.monotonic()
+    app, url = browser.start_page(["--checkpoint", str(SMOOTHER)], tmp_path / "app.log")
     driver = None
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                assert app.poll() is None and time.monotonic() - started < 120, (tmp_path / "app.log").read_text()
-                time.sleep(0.5)
-        driver = _browser()
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver = browser.browser()
+        driver.get(url)
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
         (tmp_path / "notes.png").write_text("not an image")  # first a file that is no image: one line
@@ -116,14 +73,10 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(tmp_path / "in" / "scene.png"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#canvas img"))
-        image = driver.find_element(By.CSS_SELECTOR, "#canvas img")
-        w, h = image.size["width"], image.size["height"]
-        # Click the disc (centre at x 40, y 40 of 128 x 96); offsets are from the element's centre.
-        ActionChains(driver).move_to_element_with_offset(image, int(w * (40 / 128 - 0.5)),
-                                                         int(h * (40 / 96 - 0.5))).click().perform()
+        browser.click_image(driver, driver.find_element(By.CSS_SELECTOR, "#canvas img"), 40, 40, 128, 96)  # the disc
         wait.until(lambda d: "region:" in d.find_element(By.ID, "status").text)
-        _set_number(driver, "strength", 0.8)
-        _set_number(driver, "feather", 6)
+        browser.set_number(driver, "strength", 0.8)
+        browser.set_number(driver, "feather", 6)
         driver.find_element(By.ID, "smooth").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#downloads a")) >= 2)
         assert "strength 0.8" in driver.find_element(By.ID, "status").text
