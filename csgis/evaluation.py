@@ -466,6 +466,113 @@ def evaluate_segmenter(checkpoint: str | os.PathLike, data_cfg, split: str = "te
     return {"checkpoint": str(checkpoint), "split": split, **scores}
 
 
+# --------------------------------------------------------------------------- regions
+def labelled_objects(data_root: str | os.PathLike, split: str = "test", per_structure: int = 1,
+                     min_pixels: int = 100) -> list[dict]:
+    """Objects of a split's labelled images: {id, input, gt, mask} per connected region of a class
+    other than background (0) and ignore, at least `min_pixels`; the first `per_structure` textured
+    inputs of each structure image."""
+    from scipy import ndimage
+
+    from csgis.data.manifest import IGNORE_INDEX, read_manifest
+    from csgis.io import read_label
+    data_root = Path(data_root)
+    taken: dict[str, int] = {}
+    objects = []
+    for row in read_manifest(data_root, split):
+        if not row.get("seg") or taken.get(row["gt"], 0) >= per_structure:
+            continue
+        labels = read_label(data_root / row["seg"])
+        classes = [c for c in np.unique(labels) if c not in (0, IGNORE_INDEX)]
+        if not classes:
+            continue
+        taken[row["gt"]] = taken.get(row["gt"], 0) + 1
+        for c in classes:
+            components, n = ndimage.label(labels == c)
+            for k in range(1, n + 1):
+                mask = components == k
+                if mask.sum() >= min_pixels:
+                    objects.append({"id": row["id"], "input": data_root / row["input"], "gt": data_root / row["gt"],
+                                    "class": int(c), "mask": mask, "labels": labels})
+    return objects
+
+
+def evaluate_interactive(data_root: str | os.PathLike, split: str = "test", segmenter_path: str | None = None,
+                         clicks: int = 5, max_clicks: int = 10, target: float = 0.85, per_structure: int = 1,
+                         progress: bool = True) -> dict:
+    """Interactive segmentation with simulated users (csgis.interactive.simulate_clicks) on the
+    labelled objects of a split: per method the mean IoU after 1..clicks clicks and the mean number of
+    clicks to reach `target` IoU (max_clicks when never)."""
+    from tqdm import tqdm
+
+    from csgis import interactive
+    from csgis.io import read_image
+    objects = labelled_objects(data_root, split, per_structure)
+    methods = ["grabcut", "random_walker"]
+    segmenter = None
+    if segmenter_path:
+        from csgis.checkpoint import load_segmenter
+        segmenter = load_segmenter(segmenter_path)
+        methods.append("click_object")
+    results = {}
+    for method in methods:
+        curves, needed, start = [], [], time.perf_counter()
+        labels_cache: dict = {}
+        for obj in tqdm(objects, desc=method, unit="object", disable=not progress, file=sys.stderr):
+            rgb = read_image(obj["input"])
+            labels = None
+            if method == "click_object":
+                from csgis.regions import segment
+                if obj["id"] not in labels_cache:
+                    labels_cache[obj["id"]] = segment(segmenter, rgb)
+                labels = labels_cache[obj["id"]]
+            curve = interactive.simulate_clicks(method, rgb, obj["mask"], max_clicks, labels)
+            curves.append(curve)
+            needed.append(next((i + 1 for i, v in enumerate(curve) if v >= target), max_clicks))
+        results[method] = {"objects": len(objects), "iou_after": {str(k): float(np.mean([c[k - 1] for c in curves]))
+                                                                  for k in range(1, clicks + 1)},
+                           f"clicks_to_{int(100 * target)}": float(np.mean(needed)), "max_clicks": max_clicks,
+                           "seconds": time.perf_counter() - start}
+    return {"data": str(data_root), "split": split, "protocol": "first click at the object's centre, each next at "
+            "the centre of the largest error region (a miss: include; a spill: exclude)", "methods": results}
+
+
+def evaluate_region_smoothing(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
+                              settings=((1.0, 1.0), (0.5, 1.0), (2.0, 1.0), (1.0, 0.5), (1.0, 2.0)),
+                              feather_px: float = 8.0, per_structure: int = 1, progress: bool = True) -> dict:
+    """Smoothing the labelled objects of each image (their union) and nothing else: MSE, PSNR and SSIM
+    inside the region against the GT for the input and each (strength, scale), and the number of
+    pixels outside the region and its feather band that changed (must be 0)."""
+    from tqdm import tqdm
+
+    from csgis import regions
+    from csgis.checkpoint import load_smoother
+    from csgis.io import read_image
+    from csgis.metrics import region_metrics
+    model = load_smoother(checkpoint)
+    by_image: dict[str, dict] = {}
+    for obj in labelled_objects(data_root, split, per_structure):
+        entry = by_image.setdefault(obj["id"], {"input": obj["input"], "gt": obj["gt"], "mask": np.zeros_like(obj["mask"])})
+        entry["mask"] |= obj["mask"]
+    rows = {"input": []}
+    changed_outside, pixels_outside = 0, 0
+    for image_id, entry in tqdm(by_image.items(), desc="regions", unit="img", disable=not progress, file=sys.stderr):
+        rgb, gt, mask = read_image(entry["input"]), read_image(entry["gt"]), entry["mask"]
+        rows["input"].append(region_metrics(rgb, gt, mask))
+        outside = regions.feather(mask, feather_px) == 0
+        for strength, scale in settings:
+            out = regions.smooth_region(model, rgb, mask, feather_px, strength, scale)
+            rows.setdefault(f"strength {strength:g}, scale {scale:g}", []).append(region_metrics(out, gt, mask))
+            changed_outside += int((out[outside] != rgb[outside]).any(axis=-1).sum())
+            pixels_outside += int(outside.sum())
+    summary = {name: {k: float(np.mean([min(r[k], PSNR_CAP) if k == "psnr" else r[k] for r in rs]))
+                      for k in ("mse", "psnr", "ssim")}
+               for name, rs in rows.items()}
+    return {"checkpoint": str(checkpoint), "data": str(data_root), "split": split, "images": len(by_image),
+            "feather": feather_px, "region": "the union of the labelled objects (every class but background)",
+            "inside": summary, "pixels_outside": pixels_outside, "changed_outside": changed_outside}
+
+
 # --------------------------------------------------------------------------- classical baselines
 def _single_thread_worker() -> None:
     # Worker processes each take one image: keep OpenCV from spawning threads per process.

@@ -66,7 +66,13 @@ def _gaussian_filter(maps: torch.Tensor, g: torch.Tensor, padding: str) -> torch
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
          data_range: float = 1.0, padding: str = "same") -> torch.Tensor:
-    """Gaussian SSIM per channel, mean over everything; x, y (B,C,H,W) -> scalar.
+    """Gaussian SSIM per channel, mean over everything; x, y (B,C,H,W) -> scalar (see ssim_map)."""
+    return ssim_map(x, y, window, sigma, data_range, padding).mean()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
+             data_range: float = 1.0, padding: str = "same") -> torch.Tensor:
+    """Gaussian SSIM per channel and pixel; x, y (B,C,H,W) -> (B,C,H',W') (H'=H with 'same').
 
     padding="same": zero 'same' padding (the authors' pytorch_ssim, docs/method.md §3 and the paper metric);
     padding="valid": only full windows (skimage / BasicSR metric). C1=(0.01 L)^2, C2=(0.03 L)^2,
@@ -89,9 +95,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
         var_y = e_yy - mu_y * mu_y
         cov_xy = e_xy - mu_x * mu_y
         c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-        ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
+        return ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
             (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-        return ssim_map.mean()
 
 
 def multiscale_ssim_loss(out: torch.Tensor, gt: torch.Tensor, scales: int = 4) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 
 from csgis.data.manifest import IGNORE_INDEX
 from csgis.losses import ssim as _torch_ssim
+from csgis.losses import ssim_map as _torch_ssim_map
 
 CONVENTIONS = ("paper", "standard")
 
@@ -132,3 +133,17 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
         if union[c] > 0:
             scores[f"iou_{c:02d}"] = float(iou[c])
     return scores
+
+
+def region_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """MSE (on [0, 255]), PSNR and SSIM of the pixels in `mask` only, paper convention (the SSIM
+    map of the whole image, zero-padded Gaussian windows, averaged over the mask's pixels)."""
+    _check(pred, gt)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != gt.shape[:2] or not mask.any():
+        raise ValueError(f"mask {mask.shape} must be a non-empty (H, W) mask of the image {gt.shape[:2]}")
+    diff = pred.astype(np.float64)[mask] - gt.astype(np.float64)[mask]
+    mse = float(np.mean(diff ** 2))
+    psnr_value = math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    smap = _torch_ssim_map(_to_nchw(pred, 255.0), _to_nchw(gt, 255.0), data_range=1.0, padding="same")
+    return {"mse": mse, "psnr": psnr_value, "ssim": float(smap.mean(dim=1)[0].numpy()[mask].mean())}

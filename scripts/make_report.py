@@ -89,6 +89,7 @@ class Plan:
     train_split: list[str] = field(default_factory=list)
     segmenter: str = ""
     grid: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -107,7 +108,7 @@ def load_plan(path: str) -> Plan:
         raise ReportError(f"{path}: a report definition needs a list of 'rows' (is it a training config? "
                           f"the report definitions are in configs/reports/)")
     known = {"data", "experiments", "out", "shipped", "seeds", "baselines", "verdicts", "training_length",
-             "train_split", "segmenter", "grid", "rows"}
+             "train_split", "segmenter", "grid", "rows", "regions"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ReportError(f"{path}: unknown key(s) {unknown}")
@@ -135,7 +136,7 @@ def load_plan(path: str) -> Plan:
                 select_on=str(baselines.get("select_on", "val")), verdicts=list(raw.get("verdicts") or []),
                 training_length=list(raw.get("training_length") or []),
                 train_split=list(raw.get("train_split") or []), segmenter=str(raw.get("segmenter") or ""),
-                grid=dict(raw.get("grid") or {}))
+                grid=dict(raw.get("grid") or {}), regions=dict(raw.get("regions") or {}))
     named = [*plan.verdicts, *plan.training_length, *plan.train_split,
              *([plan.segmenter] if plan.segmenter else []), *([plan.grid["run"]] if plan.grid.get("run") else [])]
     missing = sorted({n for n in named if n not in names})
@@ -386,6 +387,26 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
+def region_evaluation(plan: Plan, data: str) -> dict:
+    """Interactive segmentation and region smoothing (plan.regions: smoother, segmenter, per_structure),
+    cached in <experiments>/regions.json while the weights, the data and the settings stay the same."""
+    spec = plan.regions
+    smoother = ROOT / spec["smoother"]
+    segmenter = ROOT / spec["segmenter"] if spec.get("segmenter") else None
+    key = {"spec": spec, "data": data, "mtimes": [p.stat().st_mtime for p in (smoother, segmenter) if p]}
+    cache = ROOT / plan.experiments / "regions.json"
+    if cache.is_file() and _read_json(cache).get("key") == json.loads(json.dumps(key)):
+        return _read_json(cache)["results"]
+    print("interactive segmentation and region smoothing", flush=True)
+    per = int(spec.get("per_structure", 1))
+    results = {"interactive": evaluation.evaluate_interactive(data, "test", str(segmenter) if segmenter else None,
+                                                              per_structure=per),
+               "smoothing": evaluation.evaluate_region_smoothing(smoother, data, "test", per_structure=per)}
+    results["smoothing"]["checkpoint"] = spec["smoother"]
+    _write_json(cache, {"key": key, "results": results})
+    return results
+
+
 def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
     """Everything the report states, as one JSON-ready dict."""
     records = {}
@@ -441,6 +462,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
             segmenter = evaluation.evaluate_segmenter(cfg.segmenter.checkpoint, data_cfg, "test",
                                                       cfg.segmenter.output_stride, cfg.loss.seg_normalize)
             segmenter["classes"] = info.get("classes")
+    region_results = region_evaluation(plan, args.data) if plan.regions else {}
     return {
         "environment": environment(), "report": plan.path, "data": args.data, "seeds": plan.seeds,
         "dataset": {"name": info.get("name"), "counts": info.get("counts"), "test_only_textures": sorted(test_only),
@@ -459,6 +481,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
         "training_length": training_length(plan, records, args.data),
         "segmenter": segmenter, "grid": grid,
         "shipped": {"file": args.shipped, "run": shipped_run(plan, args.shipped, records)} if args.shipped else {},
+        "regions": region_results,
         "failed": failed,
     }
 
@@ -632,6 +655,35 @@ def tables(plan: Plan, res: dict) -> str:
         add(f"`{seg['checkpoint']}` on the {seg['split']} split's GT images, full size: **mIoU {seg['miou']:.4f}**, "
             f"pixel accuracy {seg['pixel_acc']:.4f} (mean over the classes present in label or prediction; "
             f"unlabelled pixels ignored). Per class: {per_class}.")
+        add("")
+    reg = res.get("regions") or {}
+    if reg:
+        inter, smooth = reg["interactive"], reg["smoothing"]
+        any_method = next(iter(inter["methods"].values()))
+        add("## Regions: interactive segmentation and region smoothing")
+        add("")
+        add(f"Interactive segmentation (`csgis.interactive`; `app.py`) of the {any_method['objects']} labelled objects "
+            f"of the test split ({inter['split']}, one texture per structure image) with simulated users: "
+            f"{inter['protocol']}. Mean IoU with the object after each click, and the mean number of clicks to "
+            f"reach 85 % IoU ({any_method['max_clicks']} when never):")
+        add("")
+        keys = list(any_method["iou_after"])
+        add("| method | " + " | ".join(f"IoU after {k}" for k in keys) + " | clicks to 85 % |")
+        add("|---|" + "---|" * (len(keys) + 1))
+        for name, m in inter["methods"].items():
+            add(f"| {name} | " + " | ".join(f"{m['iou_after'][k]:.3f}" for k in keys) + f" | {m['clicks_to_85']:.2f} |")
+        add("")
+        add(f"Region smoothing (`show.py --mask`, `app.py`) with `{smooth['checkpoint']}`: in each of "
+            f"{smooth['images']} test images, {smooth['region']}, feather {smooth['feather']:g} px. MSE (on 0..255), "
+            f"PSNR and SSIM (paper convention) of the pixels inside the region against the GT:")
+        add("")
+        add("| inside the region | MSE | PSNR | SSIM |")
+        add("|---|---|---|---|")
+        for name, m in smooth["inside"].items():
+            add(f"| {name} | {m['mse']:.1f} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
+        add("")
+        add(f"Outside the regions and their feather bands: {smooth['changed_outside']} of {smooth['pixels_outside']} "
+            f"pixels changed (over every setting).")
         add("")
     if res["grid"]:
         add("## Comparison")

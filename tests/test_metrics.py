@@ -98,3 +98,19 @@ def test_batch_metrics_quantise_then_measure():
     assert len(results) == 2
     for i, result in enumerate(results):
         assert result == image_metrics(tensor_to_uint8(pred[i]), tensor_to_uint8(gt[i]))
+
+
+def test_region_metrics_look_only_inside_the_mask():
+    from csgis.metrics import image_metrics, region_metrics
+    rng = np.random.default_rng(5)
+    gt = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    pred = np.clip(gt.astype(int) + rng.integers(-9, 10, gt.shape), 0, 255).astype(np.uint8)
+    whole = region_metrics(pred, gt, np.ones((24, 32), bool))
+    full = image_metrics(pred, gt)
+    assert whole["psnr"] == pytest.approx(full["psnr_paper"]) and whole["ssim"] == pytest.approx(full["ssim_paper"])
+    left = np.zeros((24, 32), bool)
+    left[:, :16] = True
+    pred[:, 16:] = 0  # ruin the right half: the left half's numbers do not move
+    assert region_metrics(pred, gt, left)["mse"] == pytest.approx(np.mean((pred[:, :16].astype(float) - gt[:, :16]) ** 2))
+    with pytest.raises(ValueError, match="non-empty"):
+        region_metrics(pred, gt, np.zeros((24, 32), bool))

@@ -27,6 +27,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "seeds": [0, 1], "baselines": {"filters": ["l0", "fgs"], "select_on": "val"},
         "verdicts": ["full", "full_2x"], "training_length": ["full", "full_2x"], "train_split": ["full", "full_2x"],
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
+        "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -85,6 +86,12 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     text = (out / "RESULTS.md").read_text()
     assert "| CSGIS-Net full, 2x |" in text and "| L0 (" in text and "### Training length" in text
     assert text.count(make_report.NOTES_MARKER) == 1 and "## Notes" in text
+    regions = result["regions"]
+    assert regions["smoothing"]["changed_outside"] == 0 and regions["smoothing"]["pixels_outside"] > 0
+    inside = regions["smoothing"]["inside"]
+    assert inside["strength 1, scale 1"]["psnr"] > inside["input"]["psnr"]  # the shipped model smooths
+    assert set(regions["interactive"]["methods"]) == {"grabcut", "random_walker"}
+    assert "## Regions: interactive segmentation and region smoothing" in text
 
     # People's notes below the marker survive a rerun; with --no-train nothing is trained and the numbers
     # are read back. Given a copy of full_2x's final weights as the shipped smoother, it names that run.
