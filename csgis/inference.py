@@ -141,8 +141,10 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def _run_windows(model: nn.Module, windows: list[Window], read_crop: Callable[[Window], torch.Tensor],
                  write_core: Callable[[Window, dict[str, torch.Tensor]], None], names: Sequence[str],
-                 device: torch.device, amp: str, channels_last: bool, batch: int) -> None:
-    """Run the model on every window's crop, `batch` crops at a time, and hand back their cores."""
+                 device: torch.device, amp: str, channels_last: bool, batch: int,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+    """Run the model on every window's crop, `batch` crops at a time, and hand back their cores;
+    progress(done, total) after each group of tiles."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     was_training = model.training
@@ -163,6 +165,8 @@ def _run_windows(model: nn.Module, windows: list[Window], read_crop: Callable[[W
                     write_core(window, {name: getattr(out, name)[part, :, rows, cols].float()
                                         for name in names})
                 del out, x
+                if progress is not None:
+                    progress(min(len(windows), windows.index(group[-1]) + 1), len(windows))
     finally:
         model.train(was_training)
 
@@ -211,7 +215,8 @@ def smooth_tensor(model: nn.Module, x: torch.Tensor, tile: int | None = None, de
 
 def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, device="cpu",
                  amp: str = "off", channels_last: bool = False, batch: int = 1,
-                 outputs: Sequence[str] = ("prediction",)) -> dict[str, np.ndarray]:
+                 outputs: Sequence[str] = ("prediction",),
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Smooth one image: rgb (H, W, 3) uint8 -> {prediction, coarse: (H, W, 3) uint8; edge: (H, W) uint8}.
 
     Prediction and coarse are clipped to [0, 255] and rounded; edge is sigmoid(edge_logits) * 255
@@ -234,7 +239,7 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
         bottom, right = max(0, MIN_SIDE - h) - top, max(0, MIN_SIDE - w) - left
         border = cv2.BORDER_REFLECT_101 if min(h, w) > 1 else cv2.BORDER_REPLICATE
         padded = cv2.copyMakeBorder(rgb, top, bottom, left, right, border)
-        out = smooth_image(model, padded, tile, device, amp, channels_last, batch, outputs)
+        out = smooth_image(model, padded, tile, device, amp, channels_last, batch, outputs, progress)
         return {name: np.ascontiguousarray(value[top:top + h, left:left + w]) for name, value in out.items()}
     device, tile = _resolve(model, tile, device, amp, batch)
     result = {name: np.empty((h, w) if name == "edge" else (h, w, 3), dtype=np.uint8)
@@ -254,7 +259,7 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
                 result[name][rows, cols] = _to_uint8(value)[0].transpose(1, 2, 0)
 
     windows = tile_windows(h, w, tile, int(model.receptive_radius()))
-    _run_windows(model, windows, read_crop, write_core, network_names, device, amp, channels_last, batch)
+    _run_windows(model, windows, read_crop, write_core, network_names, device, amp, channels_last, batch, progress)
     return result
 
 

@@ -92,14 +92,16 @@ class Editor:
             self.image, include, exclude)
 
     def smoothed(self, strength: float, scale: float, progress=None) -> np.ndarray:
-        """The whole image smoothed at this strength and scale (cached: region changes only re-blend)."""
+        """The whole image smoothed at this strength and scale (cached: region changes only re-blend);
+        progress(done, total) reports tiles of large images."""
         key = (round(float(strength), 4), round(float(scale), 4))
         if key not in self._cache:
-            self._cache[key] = regions.smooth_strength(self.smoother, self.image, key[0], key[1], device=self.device)
+            self._cache[key] = regions.smooth_strength(self.smoother, self.image, key[0], key[1], device=self.device,
+                                                       progress=progress)
         return self._cache[key]
 
-    def result(self, region: np.ndarray, feather_px: float, strength: float, scale: float) -> np.ndarray:
-        return regions.blend(self.image, self.smoothed(strength, scale), regions.feather(region, feather_px))
+    def result(self, region: np.ndarray, feather_px: float, strength: float, scale: float, progress=None) -> np.ndarray:
+        return regions.blend(self.image, self.smoothed(strength, scale, progress), regions.feather(region, feather_px))
 
     def overlay(self, region: np.ndarray | None = None) -> np.ndarray:
         """The image with the region tinted and the clicks drawn, for the page."""
@@ -169,7 +171,7 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
             return editor, editor.overlay(), "clicks cleared"
         return editor, None, ""
 
-    def smoothed(editor, method, classes, strength, scale, feather_px, progress=gr.Progress(track_tqdm=True)):
+    def smoothed(editor, method, classes, strength, scale, feather_px, progress=gr.Progress()):
         if editor is None or editor.image is None:
             return None, None, None, "**open an image first**"
         try:
@@ -177,7 +179,8 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
         except ValueError as e:
             return None, None, None, f"**{e}**"
         progress(0, desc="smoothing (once per image, strength and scale)")
-        result = editor.result(region, feather_px, strength, scale)
+        result = editor.result(region, feather_px, strength, scale,
+                               lambda done, total: progress(done / total, desc=f"tile {done} of {total}"))
         folder = downloads_root / f"{editor.key()}_{len(editor.clicks)}_{strength:g}_{scale:g}_{feather_px:g}"
         files = save_downloads(result, region, folder)
         return (editor.image, result), editor.overlay(region), files, (

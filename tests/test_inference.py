@@ -151,3 +151,11 @@ def test_bf16_autocast_close_to_float(model, image, reference):
     assert 0 < diff < 0.05  # bf16 has an 8-bit mantissa: close, not equal
     with pytest.raises(ValueError, match="amp"):
         smooth_tensor(model, image, tile=25, amp="fp8")
+
+
+def test_progress_reports_every_tile(model):
+    rgb = np.random.default_rng(0).integers(0, 256, (61, 90, 3), dtype=np.uint8)
+    calls = []
+    smooth_image(model, rgb, tile=32, batch=2, progress=lambda done, total: calls.append((done, total)))
+    total = len(tile_windows(61, 90, 32, model.receptive_radius()))
+    assert total > 2 and calls[-1] == (total, total) and [d for d, _ in calls] == sorted(d for d, _ in calls)
