@@ -1,7 +1,7 @@
 """Build the held-out benchmark (csgis/data/heldout.py): structures and textures from sources that
 no training data builder uses, in two blends and three texture scales. Nothing is downloaded.
 
-    python dataset_utils/make_heldout.py --out data/heldout [--seed 0] [--overwrite]
+    python dataset_utils/make_heldout.py --out data/heldout [--seed 0] [--size tiny|default] [--overwrite]
 
 Splits by source picture: `val` (coins, phantom, page: where the classical smoothers' parameters
 are chosen) and `test` (camera, horse, logo, colour wheel). Each structure image gets six textured
@@ -24,10 +24,13 @@ from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_count
 
 BUILDER = "make_heldout"
 VERSION = 1
-CROPS = {"val": 1, "test": 2}  # crops of each source picture and kind
+SIZES = {  # crops of each source picture and kind per split, and their size (tiny: for tests)
+    "tiny": {"crops": {"val": 1, "test": 1}, "height": 60, "width": 80},
+    "default": {"crops": {"val": 1, "test": 2}, "height": heldout.HEIGHT, "width": heldout.WIDTH},
+}
 
 
-def plan(seed: int) -> list[dict]:
+def plan(seed: int, size: dict) -> list[dict]:
     rng = np.random.default_rng(seed)
     gray = list(heldout.HELDOUT_TEXTURES)                              # any texture, made gray
     colour = [t for t, kind in heldout.HELDOUT_TEXTURES.items() if kind == "colour"]
@@ -35,7 +38,7 @@ def plan(seed: int) -> list[dict]:
     for split, sources in (("val", heldout.VAL_SOURCES), ("test", heldout.TEST_SOURCES)):
         for source in sources:
             for kind in heldout.HELDOUT_STRUCTURES[source]:
-                for k in range(CROPS[split]):
+                for k in range(size["crops"][split]):
                     samples = []
                     for mode, pool in (("gray", gray), ("colour", colour)):
                         picks = rng.choice(pool, len(heldout.SCALES), replace=False)
@@ -46,7 +49,8 @@ def plan(seed: int) -> list[dict]:
                                             "offset": [int(v) for v in rng.integers(0, 512, 2)],
                                             "seed": int(rng.integers(2**31))})
                     jobs.append({"id": f"{source}_{kind}{k}", "split": split, "source": source, "kind": kind,
-                                 "seed": int(rng.integers(2**31)), "samples": samples})
+                                 "seed": int(rng.integers(2**31)), "samples": samples,
+                                 "height": size["height"], "width": size["width"]})
     return jobs
 
 
@@ -54,7 +58,8 @@ def build(job: dict, root: Path, gt_smoother: str, over_smoother: str) -> list[d
     rows = structure_rows(job["id"], job["split"], [s["token"] for s in job["samples"]], with_seg=False)
 
     def make():
-        gt = heldout.structure(job["source"], job["kind"], np.random.default_rng(job["seed"]), gt_smoother)
+        gt = heldout.structure(job["source"], job["kind"], np.random.default_rng(job["seed"]), gt_smoother,
+                               job["height"], job["width"])
         inputs = {}
         for s in job["samples"]:
             pattern = heldout.texture(s["texture"], np.random.default_rng(s["seed"]))
@@ -69,11 +74,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=list(SIZES), default="default", help="tiny: small crops, for tests")
     p.add_argument("--overwrite", action="store_true", help="replace a different held-out build in --out")
     args = p.parse_args(argv)
     gt_smoother, over_smoother = classical.GT_SMOOTHER, classical.OVER_SMOOTHER + "+gaussian:sigma=2.0"
-    identity = {"name": "csgis-heldout", "builder": BUILDER, "seed": args.seed,
-                "config": {"version": VERSION, "gt_smoother": gt_smoother, "over_smoother": over_smoother}}
+    identity = {"name": f"csgis-heldout-{args.size}", "builder": BUILDER, "seed": args.seed,
+                "config": {"version": VERSION, "size": args.size, "gt_smoother": gt_smoother, "over_smoother": over_smoother}}
     out = Path(args.out)
     try:
         prepare_output_dir(out, identity, args.overwrite)
@@ -82,7 +88,7 @@ def main(argv=None) -> int:
         return 2
     start = time.time()
     write_dataset_info(out, dict(identity, complete=False))
-    jobs = plan(args.seed)
+    jobs = plan(args.seed, SIZES[args.size])
     rows = []
     for job in jobs:
         rows += build(job, out, gt_smoother, over_smoother)

@@ -90,6 +90,7 @@ class Plan:
     segmenter: str = ""
     grid: dict = field(default_factory=dict)
     regions: dict = field(default_factory=dict)
+    heldout: dict = field(default_factory=dict)
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -108,7 +109,7 @@ def load_plan(path: str) -> Plan:
         raise ReportError(f"{path}: a report definition needs a list of 'rows' (is it a training config? "
                           f"the report definitions are in configs/reports/)")
     known = {"data", "experiments", "out", "shipped", "seeds", "baselines", "verdicts", "training_length",
-             "train_split", "segmenter", "grid", "rows", "regions"}
+             "train_split", "segmenter", "grid", "rows", "regions", "heldout"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ReportError(f"{path}: unknown key(s) {unknown}")
@@ -136,7 +137,8 @@ def load_plan(path: str) -> Plan:
                 select_on=str(baselines.get("select_on", "val")), verdicts=list(raw.get("verdicts") or []),
                 training_length=list(raw.get("training_length") or []),
                 train_split=list(raw.get("train_split") or []), segmenter=str(raw.get("segmenter") or ""),
-                grid=dict(raw.get("grid") or {}), regions=dict(raw.get("regions") or {}))
+                grid=dict(raw.get("grid") or {}), regions=dict(raw.get("regions") or {}),
+                heldout=dict(raw.get("heldout") or {}))
     named = [*plan.verdicts, *plan.training_length, *plan.train_split,
              *([plan.segmenter] if plan.segmenter else []), *([plan.grid["run"]] if plan.grid.get("run") else [])]
     missing = sorted({n for n in named if n not in names})
@@ -226,25 +228,31 @@ def _slim(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def score_run(run_dir: Path, data: str, which: str = "latest", split: str = "test", save: bool = False) -> dict:
-    """Scores of <run>/models/<which>.pth on a split (per image too), cached in
-    <run>/<split>_metrics_<which>.json; save: predictions in <run>/<split>_predictions_<which>/."""
-    cache = run_dir / f"{split}_metrics_{which}.json"
-    weights = run_dir / "models" / f"{which}.pth"
-    pred_dir = run_dir / f"{split}_predictions_{which}"
+def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None) -> dict:
+    """Scores of a smoother file on a split (per image too), cached in `cache` while the weights are
+    older than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
-        if "images" in cached and (not save or pred_dir.is_dir()):
+        if "images" in cached and cached.get("data") == str(data) and (pred_dir is None or pred_dir.is_dir()):
             return cached
-    report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir if save else None,
-                                       label=run_dir.name, progress=False)
+    report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False)
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
 
 
-def baselines(plan: Plan, data: str, filters: list[str], workers: int) -> dict:
-    cache = ROOT / plan.experiments / "baselines.json"
+def score_run(run_dir: Path, data: str, which: str = "latest", split: str = "test", save: bool = False,
+              prefix: str = "") -> dict:
+    """Scores of <run>/models/<which>.pth on a split, cached in <run>/<prefix><split>_metrics_<which>.json;
+    save: predictions in <run>/<split>_predictions_<which>/."""
+    return score_weights(run_dir / "models" / f"{which}.pth", data, split,
+                         run_dir / f"{prefix}{split}_metrics_{which}.json", run_dir.name,
+                         run_dir / f"{split}_predictions_{which}" if save else None)
+
+
+def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str = "baselines.json") -> dict:
+    """The classical smoothers on `data`'s test split, parameters chosen on its validation split (cached)."""
+    cache = ROOT / plan.experiments / name
     if cache.is_file():
         cached = _read_json(cache)
         if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached:
@@ -387,6 +395,50 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
+def blend_means(rows: list[dict], method: str, blends: dict[str, str]) -> dict:
+    """{blend: {n, <metric>: mean}} of one method's per-image rows, and 'all'."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["method"] == method:
+            for g in (blends.get(r["name"], "?"), "all"):
+                groups.setdefault(g, []).append(r)
+    return {g: {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in METRICS}} for g, rs in groups.items()}
+
+
+def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
+    """The held-out benchmark (plan.heldout.data, built when missing): input, the classical smoothers
+    tuned on its val split, every finished run and the shipped smoother, per blend."""
+    data = plan.heldout["data"]
+    if not (Path(data) / "manifest.csv").is_file():
+        command = [sys.executable, "dataset_utils/make_heldout.py", "--out", data, "--size",
+                   plan.heldout.get("size", "default")]
+        print("$ " + " ".join(command), flush=True)
+        if subprocess.call(command, cwd=ROOT) != 0:
+            raise ReportError(f"could not build the held-out benchmark in {data}")
+    info = read_dataset_info(data) or {}
+    blends = {sample: v["blend"] for sample, v in info.get("samples", {}).items()}
+    print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
+    base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json")
+    table = {"input": blend_means(base["images"], evaluation.INPUT_ROW, blends)}
+    for name in base["filters"]:
+        table[name.upper()] = blend_means(base["images"], name, blends)
+    per_run = {}
+    for name in records:
+        scores = score_run(ROOT / plan.experiments / name, data, "latest", "test", prefix="heldout_")
+        per_run[name] = blend_means(scores["images"], name, blends)
+    for row in plan.rows:
+        runs = [per_run[n] for n, r in records.items() if r["row"] == row.name]
+        if runs:
+            table[row.name] = {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}}
+                               for g in runs[0]}
+    if args.shipped and (ROOT / args.shipped).is_file():
+        shipped = score_weights(ROOT / args.shipped, data, "test", ROOT / plan.experiments / "heldout_shipped.json",
+                                "shipped")
+        table["shipped"] = blend_means(shipped["images"], "shipped", blends)
+    return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
+            "n_val": base["n_val"], "table": table, "runs": per_run}
+
+
 def region_evaluation(plan: Plan, data: str) -> dict:
     """Interactive segmentation and region smoothing (plan.regions: smoother, segmenter, per_structure),
     cached in <experiments>/regions.json while the weights, the data and the settings stay the same."""
@@ -463,6 +515,11 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
                                                       cfg.segmenter.output_stride, cfg.loss.seg_normalize)
             segmenter["classes"] = info.get("classes")
     region_results = region_evaluation(plan, args.data) if plan.regions else {}
+    heldout_results = heldout_evaluation(plan, args, records) if plan.heldout else {}
+    shipped_test = {}
+    if args.shipped and (ROOT / args.shipped).is_file():
+        shipped_test = score_weights(ROOT / args.shipped, args.data, "test", ROOT / plan.experiments / "test_shipped.json",
+                                     "shipped")["methods"]["shipped"]
     return {
         "environment": environment(), "report": plan.path, "data": args.data, "seeds": plan.seeds,
         "dataset": {"name": info.get("name"), "counts": info.get("counts"), "test_only_textures": sorted(test_only),
@@ -482,6 +539,8 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
         "segmenter": segmenter, "grid": grid,
         "shipped": {"file": args.shipped, "run": shipped_run(plan, args.shipped, records)} if args.shipped else {},
         "regions": region_results,
+        "heldout": heldout_results,
+        "shipped_test": shipped_test,
         "failed": failed,
     }
 
@@ -557,6 +616,10 @@ def tables(plan: Plan, res: dict) -> str:
         add(f"| CSGIS-Net {e['title']} | {_pm(e['psnr_paper'], 2, show)} | {_pm(e['ssim_paper'], 4, show)} | "
             f"{_pm(e['psnr_standard'], 2, show)} | {_pm(e['ssim_standard'], 4, show)} | "
             f"train {_pm(train, 1, show)} min |")
+    st = res.get("shipped_test") or {}
+    if st:
+        add(f"| shipped `{res['shipped']['file']}` | {_f(st['psnr_paper']['mean'], 2)} | {_f(st['ssim_paper']['mean'], 4)} | "
+            f"{_f(st['psnr_standard']['mean'], 2)} | {_f(st['ssim_standard']['mean'], 4)} | |")
     add("")
     add("Training time: the sum of the training epochs' wall time (validation and checkpoints not included).")
     add("")
@@ -586,6 +649,27 @@ def tables(plan: Plan, res: dict) -> str:
         for label, cells in groups.items():
             add(f"| {title_of.get(label, label)} | " + " | ".join(_cell(cells[g]) if g in cells else "" for g in order)
                 + " |")
+        add("")
+    held = res.get("heldout") or {}
+    if held:
+        table = held["table"]
+        blends = [g for g in ("gray", "colour") if g in table["input"]]
+        add("## Held-out benchmark")
+        add("")
+        add(f"`{held['data']}` (`dataset_utils/make_heldout.py`): structures and textures from sources no training "
+            f"builder reads (cartoon and photo-derived structures, five texture families), blended the authors' way "
+            f"(*gray*) and with the texture's colours (*colour*) at three texture scales. Classical smoothers: "
+            f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds. "
+            f"PSNR / SSIM paper / SSIM standard:")
+        add("")
+        add("| method | " + " | ".join(f"{b} (n={table['input'][b]['n']})" for b in blends) + " |")
+        add("|---|" + "---|" * len(blends))
+        for label, cells in table.items():
+            title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
+                     f"shipped `{res['shipped']['file']}`" if label == "shipped" else label)
+            add(f"| {title} | " + " | ".join(
+                f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
+                if b in cells else "" for b in blends) + " |")
         add("")
     fit = res["training_split"]
     if fit:

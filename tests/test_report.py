@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **changes) -> Path:
     """A report on a width-4 smoother trained for 2 epochs of 1 step per run (LR halved after epoch 1)."""
+    heldout_root = tmp_path / "heldout"  # built by the report when it is first needed
     config = tmp_path / "tiny.yaml"
     if not config.is_file():
         cfg = tiny_config(demo_root, tmp_path / "unused", "tiny", seed=0, data={"repeat": 1},
@@ -28,6 +29,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "verdicts": ["full", "full_2x"], "training_length": ["full", "full_2x"], "train_split": ["full", "full_2x"],
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
+        "heldout": {"data": str(heldout_root), "size": "tiny"},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -92,6 +94,11 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert inside["strength 1, scale 1"]["psnr"] > inside["input"]["psnr"]  # the shipped model smooths
     assert set(regions["interactive"]["methods"]) == {"grabcut", "random_walker"}
     assert "## Regions: interactive segmentation and region smoothing" in text
+    held = result["heldout"]["table"]
+    assert {"input", "L0", "FGS", "baseline", "full", "full_2x"} <= set(held)
+    assert held["input"]["gray"]["n"] == held["input"]["colour"]["n"] > 0
+    assert held["input"]["all"]["n"] == held["input"]["gray"]["n"] + held["input"]["colour"]["n"]
+    assert "## Held-out benchmark" in text
 
     # People's notes below the marker survive a rerun; with --no-train nothing is trained and the numbers
     # are read back. Given a copy of full_2x's final weights as the shipped smoother, it names that run.
@@ -103,7 +110,9 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert "$ " not in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == result["rows"] and again["baselines"] == result["baselines"]
-    assert again["shipped"]["run"] == "full_2x_s0"
+    assert again["shipped"]["run"] == "full_2x_s0" and "shipped" in again["heldout"]["table"]
+    # the shipped file is its own row, scored like the runs (here: the same weights as full_2x_s0)
+    assert again["shipped_test"]["psnr_paper"]["mean"] == again["runs"]["full_2x_s0"]["test"]["psnr_paper"]["mean"]
     text = (out / "RESULTS.md").read_text()
     assert "Our reading: full_2x is longer." in text and f"`{shipped}` is the final weights of `full_2x_s0`" in text
 

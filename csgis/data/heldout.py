@@ -155,10 +155,11 @@ def blend(gt: np.ndarray, pattern: np.ndarray, mode: str, scale: float, amplitud
     return np.clip(np.rint(gt.astype(np.float64) + amplitude * layer), 0, 255).astype(np.uint8)
 
 
-def structure(source: str, kind: str, rng: np.random.Generator, gt_smoother: str) -> np.ndarray:
+def structure(source: str, kind: str, rng: np.random.Generator, gt_smoother: str, height: int = HEIGHT,
+              width: int = WIDTH) -> np.ndarray:
     """One ground-truth structure image of a source and kind (module docstring)."""
     from csgis.data import blend as classical
-    picture = crop(source_image(SOURCES.get(source, source)), rng)
+    picture = crop(source_image(SOURCES.get(source, source)), rng, height, width)
     if kind == "photo":
         return classical.smooth_spec(picture, gt_smoother)
     if source in ("horse", "logo", "phantom", "page"):  # already line art: recolour its flat parts
