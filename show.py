@@ -34,7 +34,7 @@ from tqdm import tqdm
 from csgis.checkpoint import CheckpointError, load_segmenter, load_smoother
 from csgis.device import cpu_has_bf16, resolve_device
 from csgis.inference import default_tile, smooth_image
-from csgis.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from csgis.io import IMAGE_EXTENSIONS, ImageReadError, check_writable, is_within, list_images, read_image, write_image
 from csgis.regions import (RegionError, check_strength_scale, class_ids, class_mask, find_mask_file, mask_image,
                            read_mask, segment, segmenter_classes, smooth_region)
 from csgis.runtime import reuse_large_allocations
@@ -76,11 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--scale", type=float, default=1.0, help="smooth at this times the resolution (0.25..4, default 1)")
     r.add_argument("--save-mask", action="store_true", help="also write the region used as <name>_mask.png")
     return p.parse_args(argv)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def _glob_root(pattern: str) -> Path:
@@ -148,17 +143,6 @@ def plan_outputs(root: Path, files: list[Path], kinds: list[str]) -> tuple[dict[
             taken.add(target.as_posix().lower())
             plan[f][kind] = target
     return plan, renamed
-
-
-def check_writable(folder: Path) -> None:
-    """UsageError now, before any image is smoothed, when results cannot be written into `folder`."""
-    import tempfile
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".show_write_test_"):
-            pass
-    except OSError as e:
-        raise UsageError(f"cannot write into the output folder {folder}: {e.strerror or e}") from None
 
 
 def _is_out_of_memory(error: RuntimeError) -> bool:
@@ -254,13 +238,13 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output exists and is not a folder: {out_dir}")
-    if scanned and _is_within(out_dir, root):
+    if scanned and is_within(out_dir, root):
         if not args.overwrite:
             raise UsageError(f"output folder {out_dir} is inside the input folder {root}; "
                              "choose another folder or pass --overwrite")
         if out_dir.resolve() != root.resolve():
             # A rerun must not smooth its own earlier results.
-            files = [f for f in files if not _is_within(f, out_dir)]
+            files = [f for f in files if not is_within(f, out_dir)]
     if not files:
         raise UsageError(f"no images found in {args.input} (extensions: {' '.join(IMAGE_EXTENSIONS)})")
 
@@ -276,7 +260,10 @@ def run(args: argparse.Namespace) -> int:
     plan, renamed = plan_outputs(root, files, kinds)
     for line in renamed:
         print(f"renamed: {line}", file=sys.stderr)
-    check_writable(out_dir)
+    try:
+        check_writable(out_dir)  # before any image is smoothed
+    except OSError as e:
+        raise UsageError(str(e)) from None
     print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
           f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}",
           file=sys.stderr)

@@ -253,3 +253,23 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     it = root.rglob("*") if recursive else root.glob("*")
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not p.relative_to(root).name.startswith("."))
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies inside it (after resolving links and '..')."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create `folder` if needed and write a probe file into it; OSError (naming the folder) when that fails.
+
+    Commands call it before their work, so an unwritable output is found before hours of smoothing.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write into {folder}: {e.strerror or e}") from None

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from csgis import evaluation
+from csgis.io import check_writable, is_within
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,23 +70,14 @@ def _report_list(title: str, items: list, limit: int = 20) -> None:
 
 def check_outputs(args) -> None:
     """ValueError before any scoring when an output cannot be written, or --save would write into the dataset."""
-    import tempfile
-    if args.save and args.data and _is_within(Path(args.save), Path(args.data)):
+    if args.save and args.data and is_within(args.save, args.data):
         raise ValueError(f"--save {args.save} is inside the dataset folder {args.data}: predictions would "
                          f"overwrite the dataset's own files; choose a folder outside it")
-    folders = [Path(f).parent for f in (args.csv, args.json) if f] + ([Path(args.save)] if args.save else [])
-    for folder in folders:
+    for folder in [Path(f).parent for f in (args.csv, args.json) if f] + ([Path(args.save)] if args.save else []):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".evaluate_write_test_"):
-                pass
+            check_writable(folder)
         except OSError as e:
-            raise ValueError(f"cannot write into {folder}: {e.strerror or e}") from None
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
+            raise ValueError(str(e)) from None
 
 
 def main(argv=None) -> int:

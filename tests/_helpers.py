@@ -56,3 +56,27 @@ def assert_same_tensors(a: dict, b: dict, what: str) -> None:
     for key in a:
         if isinstance(a[key], torch.Tensor):
             assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+def assert_resume_is_exact(demo_root: Path, exp_dir: Path, stop_step: int = 5, **sections) -> dict:
+    """A tiny run stopped by SIGINT after `stop_step` steps and resumed ends with the weights of an
+    uninterrupted one; returns the uninterrupted run's summary."""
+    import os
+    import signal
+
+    import pytest
+
+    from csgis.checkpoint import load_training_state
+    from csgis.train import TrainingInterrupted, train
+    straight = train(tiny_config(demo_root, exp_dir, "straight", **sections))
+
+    def stop(ctx):
+        if ctx["step"] == stop_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(demo_root, exp_dir, "resumed", **sections), step_hook=stop)
+    train(tiny_config(demo_root, exp_dir, "resumed", **sections), resume="auto")
+    states = [load_training_state(exp_dir / n / "training_states" / "latest.state") for n in ("straight", "resumed")]
+    assert_same_tensors(states[0]["model"], states[1]["model"], "weights")
+    return straight

@@ -1,15 +1,13 @@
 """data.pipeline=device: the split held as tensors, batches augmented in one go (csgis.data.batched)."""
 import numpy as np
-import pytest
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from _helpers import assert_same_tensors, tiny_config
+from _helpers import assert_resume_is_exact, assert_same_tensors
 from csgis.data.batched import DeviceBank, _hsv_to_rgb, _rgb_to_hsv, augment_batch, device_epoch
 from csgis.data.datasets import make_sample
 from csgis.data.manifest import IGNORE_INDEX
-from csgis.train import train
 
 IDENTITY = dict(hflip=0.0, rotate=0.0, brightness=(1.0, 1.0), contrast=(1.0, 1.0), hue=0.0)
 
@@ -116,25 +114,8 @@ def test_an_epoch_is_reproducible_and_a_resumed_one_skips_exactly():
 
 
 def test_training_with_the_device_pipeline_resumes_exactly(demo_root, tmp_path):
-    extra = {"data": {"pipeline": "device", "num_workers": 0}}
-    straight = train(tiny_config(demo_root, tmp_path, "straight", **extra))
+    straight = assert_resume_is_exact(demo_root, tmp_path, data={"pipeline": "device", "num_workers": 0})
     assert straight["global_step"] == 16 and straight["history"][1]["train"]["l1"] < straight["history"][0]["train"]["l1"]
-    import os
-    import signal
-
-    from csgis.checkpoint import load_training_state
-    from csgis.train import TrainingInterrupted
-
-    def stop_at_step_5(ctx):
-        if ctx["step"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(TrainingInterrupted):
-        train(tiny_config(demo_root, tmp_path, "interrupted", **extra), step_hook=stop_at_step_5)
-    train(tiny_config(demo_root, tmp_path, "interrupted", **extra), resume="auto")
-    states = [load_training_state(tmp_path / name / "training_states" / "latest.state")
-              for name in ("straight", "interrupted")]
-    assert_same_tensors(states[0]["model"], states[1]["model"], "weights")
     assert "data.pipeline device: 16 training samples" in (tmp_path / "straight" / "train.log").read_text()
 
 

@@ -2,18 +2,17 @@
 the training device. Marked `cuda`: skipped without a GPU, unless CSGIS_TEST_DEVICE names a device
 (`CSGIS_TEST_DEVICE=cpu` runs them on the CPU, as the dry run of scripts/device/run.sh does)."""
 import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-from _helpers import assert_same_tensors, tiny_config, tiny_smoother
-from csgis.checkpoint import load_training_state, save_checkpoint
+from _helpers import assert_resume_is_exact, tiny_smoother
+from csgis.checkpoint import save_checkpoint
 from csgis.config import from_dict
 from csgis.device import amp_dtype
 from csgis.inference import smooth_tensor
-from csgis.train import TrainingInterrupted, train, train_step
+from csgis.train import train_step
 from csgis.train.tasks import SmoothingTask
 
 pytestmark = pytest.mark.cuda
@@ -82,18 +81,7 @@ def test_tiled_equals_untiled_on_the_device(device):
 
 
 def test_resume_is_exact_on_the_device(demo_root, tmp_path, device):
-    extra = {"device": str(device), "data": {"pipeline": "device", "num_workers": 0}}
-    train(tiny_config(demo_root, tmp_path, "straight", **extra))
-
-    def stop_at_step_5(ctx):
-        if ctx["step"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(TrainingInterrupted):
-        train(tiny_config(demo_root, tmp_path, "resumed", **extra), step_hook=stop_at_step_5)
-    train(tiny_config(demo_root, tmp_path, "resumed", **extra), resume="auto")
-    states = [load_training_state(tmp_path / n / "training_states" / "latest.state") for n in ("straight", "resumed")]
-    assert_same_tensors(states[0]["model"], states[1]["model"], "weights")
+    assert_resume_is_exact(demo_root, tmp_path, device=str(device), data={"pipeline": "device", "num_workers": 0})
 
 
 def test_show_on_the_device_matches_the_cpu(tmp_path, device, demo_root):

@@ -321,7 +321,7 @@ def test_show_refuses_what_would_waste_the_run(tmp_path, smoother_file, capsys, 
     (tmp_path / "file").write_text("x")
     assert show.main(base + ["--output", str(tmp_path / "file" / "out")]) == 2
     err = capsys.readouterr().err
-    assert "output exists and is not a folder" in err or "cannot write into the output folder" in err
+    assert "output exists and is not a folder" in err or "cannot write into" in err
     assert "image(s) from" not in err  # refused before any smoothing
 
 
