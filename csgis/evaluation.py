@@ -341,8 +341,9 @@ def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = T
 
 def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
-                   max_images: int = 0, progress: bool = True, label: str = "model") -> dict:
-    """Smooth a split with a checkpoint and score it; also scores the inputs as the "input" row."""
+                   max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0) -> dict:
+    """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions) and score it; also
+    scores the inputs as the "input" row."""
     import torch
     from tqdm import tqdm
 
@@ -362,7 +363,11 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
             continue
         start = time.perf_counter()
         with torch.inference_mode():
-            prediction = smooth_image(model, textured, tile=tile, device=device)["prediction"]
+            if scale == 1:
+                prediction = smooth_image(model, textured, tile=tile, device=device)["prediction"]
+            else:
+                from csgis.regions import smooth_strength
+                prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device)
         seconds.append(time.perf_counter() - start)
         pred_path = ""
         if save_dir is not None:
@@ -381,6 +386,7 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "data": str(data_root),
         "split": split,
         "tile": tile,
+        "scale": scale,
         "device": str(device),
         "methods": {INPUT_ROW: summarize(input_rows),
                     label: summarize(rows, float(np.mean(seconds)) if seconds else None)},

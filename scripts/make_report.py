@@ -228,14 +228,17 @@ def _slim(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
-def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None) -> dict:
-    """Scores of a smoother file on a split (per image too), cached in `cache` while the weights are
-    older than it; pred_dir: also keep the predictions there."""
+def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
+                  scale: float = 1.0) -> dict:
+    """Scores of a smoother file on a split (per image too; at `scale` x the resolution), cached in
+    `cache` while the weights are older than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
-        if "images" in cached and cached.get("data") == str(data) and (pred_dir is None or pred_dir.is_dir()):
+        if "images" in cached and cached.get("data") == str(data) and cached.get("scale", 1.0) == scale \
+                and (pred_dir is None or pred_dir.is_dir()):
             return cached
-    report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False)
+    report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
+                                       scale=scale)
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
@@ -435,6 +438,11 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
         shipped = score_weights(ROOT / args.shipped, data, "test", ROOT / plan.experiments / "heldout_shipped.json",
                                 "shipped")
         table["shipped"] = blend_means(shipped["images"], "shipped", blends)
+        for scale in plan.heldout.get("scales", []):  # show.py --scale: smoothing at another resolution
+            name = f"shipped, scale {scale:g}"
+            scored = score_weights(ROOT / args.shipped, data, "test",
+                                   ROOT / plan.experiments / f"heldout_shipped_scale{scale:g}.json", name, scale=scale)
+            table[name] = blend_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}
 
@@ -666,7 +674,8 @@ def tables(plan: Plan, res: dict) -> str:
         add("|---|" + "---|" * len(blends))
         for label, cells in table.items():
             title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
-                     f"shipped `{res['shipped']['file']}`" if label == "shipped" else label)
+                     label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label.startswith("shipped")
+                     else label)
             add(f"| {title} | " + " | ".join(
                 f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
                 if b in cells else "" for b in blends) + " |")

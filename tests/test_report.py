@@ -29,7 +29,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "verdicts": ["full", "full_2x"], "training_length": ["full", "full_2x"], "train_split": ["full", "full_2x"],
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
-        "heldout": {"data": str(heldout_root), "size": "tiny"},
+        "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2]},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -110,7 +110,7 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert "$ " not in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == result["rows"] and again["baselines"] == result["baselines"]
-    assert again["shipped"]["run"] == "full_2x_s0" and "shipped" in again["heldout"]["table"]
+    assert again["shipped"]["run"] == "full_2x_s0" and {"shipped", "shipped, scale 2"} <= set(again["heldout"]["table"])
     # the shipped file is its own row, scored like the runs (here: the same weights as full_2x_s0)
     assert again["shipped_test"]["psnr_paper"]["mean"] == again["runs"]["full_2x_s0"]["test"]["psnr_paper"]["mean"]
     text = (out / "RESULTS.md").read_text()
