@@ -1,7 +1,7 @@
 """The interactive page of app.py: mark regions on an image, smooth them, download the result.
 
 The page (Gradio) is a thin layer over `Editor`, which holds one image's work and can be used
-without it: the clicks (include / exclude discs, a brush of dabs), the region they give under the
+without it: the clicks (include / exclude discs) and brushed strokes, the region they give under the
 chosen method (csgis.interactive, or the segmenter's classes), and the smoothed image, computed
 once per image, strength and scale and cached, so that changing the region only re-blends
 (csgis.regions). The result is what `show.py --mask <the downloaded mask> --feather F --strength S
@@ -38,6 +38,7 @@ class Editor:
     device: str = "cpu"
     image: np.ndarray | None = None
     clicks: list[tuple[int, int, bool, int]] = field(default_factory=list)  # row, col, include, radius
+    painted: tuple[np.ndarray, np.ndarray] | None = None  # (include, exclude) brushed on the Brush tab
     _cache: dict = field(default_factory=dict)
     _labels: np.ndarray | None = None
 
@@ -49,6 +50,7 @@ class Editor:
         if image.dtype != np.uint8 or image.ndim == 2 or image.shape[2] != 3:
             image = to_uint8_rgb(image if image.ndim == 2 or image.shape[2] != 3 else image[..., ::-1])
         self.image, self.clicks, self._cache, self._labels = np.ascontiguousarray(image), [], {}, None
+        self.painted = None
 
     def click(self, x: int, y: int, include: bool, radius: int) -> None:
         if self.image is None:
@@ -56,11 +58,30 @@ class Editor:
         h, w = self.image.shape[:2]
         self.clicks.append((min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1), bool(include), int(radius)))
 
+    def paint(self, layers: list[np.ndarray]) -> None:
+        """Brushed strokes (RGBA layers the size of the image): green marks include, red exclude."""
+        if self.image is None:
+            raise ValueError("open an image first")
+        include = np.zeros(self.image.shape[:2], bool)
+        exclude = np.zeros(self.image.shape[:2], bool)
+        for layer in layers or []:
+            layer = np.asarray(layer)
+            if layer.shape[:2] != self.image.shape[:2] or layer.ndim != 3 or layer.shape[2] < 3:
+                continue  # not drawn on this image
+            alpha = layer[..., 3] > 0 if layer.shape[2] == 4 else layer[..., :3].any(axis=2)
+            green = layer[..., 1].astype(int) > layer[..., 0].astype(int)
+            include |= alpha & green
+            exclude |= alpha & ~green
+        self.painted = (include, exclude)
+
     def strokes(self) -> tuple[np.ndarray, np.ndarray]:
         include, exclude = np.zeros(self.image.shape[:2], np.uint8), np.zeros(self.image.shape[:2], np.uint8)
         for y, x, positive, radius in self.clicks:
             cv2.circle(include if positive else exclude, (x, y), max(0, radius), 1, -1)
-        return include.astype(bool), exclude.astype(bool)
+        include, exclude = include.astype(bool), exclude.astype(bool)
+        if self.painted is not None:
+            include, exclude = include | self.painted[0], exclude | self.painted[1]
+        return include, exclude
 
     def labels(self) -> np.ndarray:
         if self.segmenter is None:
@@ -81,7 +102,7 @@ class Editor:
             return regions.class_mask(self.labels(), regions.class_ids(self.class_names, classes))
         include, exclude = self.strokes()
         if not include.any():
-            raise ValueError("click on the image to mark what to smooth")
+            raise ValueError("click on the image (or brush on the Brush tab) to mark what to smooth")
         if method == "click_object":
             region = np.zeros(include.shape, bool)
             for y, x, positive, _ in self.clicks:
@@ -110,6 +131,9 @@ class Editor:
             view[region] = 0.6 * view[region] + 0.4 * np.array(REGION_COLOUR, np.float32)
             edge = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
             view[edge] = REGION_COLOUR
+        if self.painted is not None:
+            view[self.painted[0]] = INCLUDE_COLOUR
+            view[self.painted[1]] = EXCLUDE_COLOUR
         view = view.astype(np.uint8)
         for y, x, positive, radius in self.clicks:
             cv2.circle(view, (x, y), max(2, radius), INCLUDE_COLOUR if positive else EXCLUDE_COLOUR, -1)
@@ -145,9 +169,11 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
         try:
             editor.load(read_image(path))  # odd formats, EXIF orientation, size limit: as show.py reads
         except (ImageReadError, ValueError, TypeError) as e:
-            return editor, None, f"**cannot open this file: {str(e).split(': ', 1)[-1] if path else e}**"
+            return editor, None, None, f"**cannot open this file: {str(e).split(': ', 1)[-1] if path else e}**"
         h, w = editor.image.shape[:2]
-        return editor, editor.overlay(), f"{w} x {h} px: click on the image to mark what to smooth."
+        rgba = np.dstack([editor.image, np.full((h, w), 255, np.uint8)])
+        return (editor, editor.overlay(), {"background": rgba, "layers": [], "composite": rgba},
+                f"{w} x {h} px: click on the image (or brush on the Brush tab) to mark what to smooth.")
 
     def clicked(editor, mode, radius, method, classes, evt: gr.SelectData):
         if editor is None or editor.image is None:
@@ -165,10 +191,16 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
             return editor, editor.overlay(), f"**{e}**"
         return editor, editor.overlay(region), f"region: {region.mean():.1%} of the image"
 
+    def painted(editor, value, method, classes):
+        if editor is None or editor.image is None:
+            return editor, None, "**open an image first**"
+        editor.paint((value or {}).get("layers") or [])
+        return show_region(editor, method, classes)
+
     def cleared(editor):
         if editor is not None and editor.image is not None:
-            editor.clicks = []
-            return editor, editor.overlay(), "clicks cleared"
+            editor.clicks, editor.painted = [], None
+            return editor, editor.overlay(), "clicks and strokes cleared"
         return editor, None, ""
 
     def smoothed(editor, method, classes, strength, scale, feather_px, progress=gr.Progress()):
@@ -198,11 +230,20 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
                 # show.py opens and says in one line why it cannot open the rest.
                 upload = gr.File(label="Open or drop an image", type="filepath", file_count="single",
                                  elem_id="upload", height=120)
-                canvas = gr.Image(label="Click to mark (the region is tinted blue)", interactive=False,
-                                  elem_id="canvas", format="png")
-                with gr.Row():
-                    mode = gr.Radio(["include", "exclude"], value="include", label="a click marks", elem_id="mode")
-                    radius = gr.Slider(1, 40, value=6, step=1, label="brush radius (px)", elem_id="radius")
+                with gr.Tab("Click"):
+                    canvas = gr.Image(label="Click to mark (the region is tinted blue)", interactive=False,
+                                      elem_id="canvas", format="png")
+                    with gr.Row():
+                        mode = gr.Radio(["include", "exclude"], value="include", label="a click marks",
+                                        elem_id="mode")
+                        radius = gr.Slider(1, 40, value=6, step=1, label="dab radius (px)", elem_id="radius")
+                with gr.Tab("Brush"):
+                    brush = gr.ImageEditor(label="Paint: green = include, red = exclude", type="numpy",
+                                           image_mode="RGBA", sources=(), transforms=(), layers=False,
+                                           brush=gr.Brush(colors=["#28dc3c", "#e62828"], color_mode="fixed",
+                                                          default_size=12),
+                                           elem_id="brush", format="png")
+                    use_strokes = gr.Button("Use these strokes", elem_id="use_strokes")
                 method = gr.Radio(methods, value=methods[0], label="region from", elem_id="method")
                 classes = gr.CheckboxGroup(list(class_names or []), label="classes (segmenter)",
                                            visible=segmenter is not None, elem_id="classes")
@@ -212,14 +253,15 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
                     scale = gr.Slider(0.25, 2, value=1, step=0.25, label="scale", elem_id="scale")
                     feather_px = gr.Slider(0, 32, value=4, step=1, label="feather (px)", elem_id="feather")
                 with gr.Row():
-                    clear = gr.Button("Clear clicks", elem_id="clear")
+                    clear = gr.Button("Clear clicks and strokes", elem_id="clear")
                     run = gr.Button("Smooth", variant="primary", elem_id="smooth")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
                 compare = gr.ImageSlider(label="before | after (drag the handle)", elem_id="compare", format="png",
                                          slider_position=20)
                 files = gr.File(label="download", file_count="multiple", elem_id="downloads")
-        upload.upload(opened, [upload, editor], [editor, canvas, status])
+        upload.upload(opened, [upload, editor], [editor, canvas, brush, status])
+        use_strokes.click(painted, [editor, brush, method, classes], [editor, canvas, status])
         canvas.select(clicked, [editor, mode, radius, method, classes], [editor, canvas, status])
         method.change(show_region, [editor, method, classes], [editor, canvas, status])
         classes.change(show_region, [editor, method, classes], [editor, canvas, status])

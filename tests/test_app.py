@@ -95,3 +95,17 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
                       "--mask", str(tmp_path / "mask.png"), "--feather", "6", "--strength", "0.8", "--scale", "1",
                       "--device", "cpu"]) == 0
     assert np.array_equal(read_image(tmp_path / "result.png"), read_image(tmp_path / "out" / "scene.png"))
+
+
+def test_brushed_strokes_mark_regions_like_clicks(editor):
+    rgb, disc, square = shapes_image()
+    editor.load(rgb)
+    layer = np.zeros(rgb.shape[:2] + (4,), np.uint8)
+    layer[36:44, 30:50] = (40, 220, 60, 255)    # a green stroke across the disc: include
+    layer[60:80, 95:100] = (230, 40, 40, 255)   # a red one in the square: exclude
+    editor.paint([layer, np.zeros((5, 5, 4), np.uint8)])  # a layer of another size is ignored
+    include, exclude = editor.strokes()
+    assert include[40, 40] and exclude[70, 97] and not include[70, 97]
+    region = editor.region("grabcut")
+    assert region[35:45, 35:45].all() and not region[square].any()
+    assert (editor.overlay(region)[40, 40] == (40, 220, 60)).all()  # the stroke is drawn

@@ -1,6 +1,7 @@
 """FLOP counting (csgis.models.smoother) against the layer list and the published figures; the
 benchmark harness (scripts/benchmark.py): variants, the quick runner."""
 import json
+import re
 
 import pytest
 import torch
@@ -91,3 +92,7 @@ def test_quick_runner_tiny_model_report(tmp_path):
     assert json.loads(path.read_text())["train"][0]["variant"] == "eager"
     table = format_table(report)
     assert "| eager | 16x16 |" in table and "skipped: fp16" in table
+    # The published network's row compares with the paper's figure (only GPU runs used to reach it).
+    report["flops"] = flop_report({"width": 64, "descriptor_blocks": 12, "coarse_blocks": 3, "refine_blocks": 6}, 8)
+    report["arch"] = {"width": 64, "descriptor_blocks": 12, "coarse_blocks": 3, "refine_blocks": 6}
+    assert re.search(r"\| 2,528,519 \| 5\.0308 \| 5\.0308 \| [0-9.]+ \| [+-][0-9.]+% \|", format_table(report))

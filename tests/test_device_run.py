@@ -65,3 +65,19 @@ print("scored", report["methods"]["model"]["n"])
                           env=dict(os.environ, OMP_NUM_THREADS="1",
                                    PYTHONPATH=os.pathsep.join([str(repo_root / "dataset_utils"), str(repo_root)])))
     assert proc.returncode == 0 and "scored 4" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_profile_step_splits_a_training_step_into_smoother_and_criterion(repo_root, tmp_path):
+    """scripts/device/profile_step.py (the host-bound finding in docs/BENCHMARKS.md) on a tiny network."""
+    sys.path.insert(0, str(repo_root / "scripts" / "device"))
+    import profile_step
+    assert profile_step.main([str(tmp_path), "--device", "cpu", "--width", "8", "--blocks", "1", "1", "1",
+                              "--patch", "32", "--batch", "2", "--warmup", "1", "--repeats", "1",
+                              "--variants", "eager,channels_last"]) == 0
+    report = json.loads((tmp_path / "profile_step.json").read_text())
+    assert report["arch"]["width"] == 8 and [r["variant"] for r in report["rows"]] == ["eager", "channels_last"]
+    for row in report["rows"]:
+        assert 0 < row["smoother_ms"] and 0 < row["criterion_ms"] and 0 < row["step_ms"]
+        assert row["patches_per_s"] == pytest.approx(2 / (row["step_ms"] / 1000))
+    text = (tmp_path / "profile_step.txt").read_text()
+    assert "profile of 5 steps, channels_last" in text and "aten::" in text

@@ -102,9 +102,11 @@ def benchmark(python: str, device: str, dry: bool, data: Path, timeout: float, o
     if dry:
         cmd += ["--width", "8", "--blocks", "1", "1", "1", "--quick", "--sizes", "64", "--train-patch", "32",
                 "--train-batch", "2", "--train-warmup", "1", "--train-steps", "1", "--variants", "eager,bf16"]
-    else:  # 1 and 4 MP; one compiled variant (compiling the paper network takes about a minute)
-        cmd += ["--sizes", "1024", "2048", "--variants",
-                "eager,channels_last,bf16,fp16,bf16+channels_last,compile+bf16+channels_last"]
+    else:  # 1 and 4 MP; one compiled variant (compiling the paper network takes about a minute).
+        # The first GPU run (H200, 2026-11-27) ran out of its share with six variants: bf16 and fp16
+        # alone were within 10 % of eager in training, so they are left out here.
+        cmd += ["--sizes", "1024", "2048", "--variants", "eager,channels_last,bf16+channels_last,"
+                "compile+bf16+channels_last"]
     status, log, seconds = run(cmd, timeout)
     # Each finished row is also a log line: a benchmark cut off at its limit still reports those.
     rows = [line for line in log.splitlines() if re.match(r"(train|infer|pipeline)\b", line) or line.startswith("parameters")]
