@@ -74,6 +74,16 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     textures: str = ""             # online mode: folder of texture images
+    # Online mode, how each drawn texture is laid over its GT (docs/CONFIG.md). With texture_std 0
+    # the texture keeps its own contrast and is tiled as the authors do (gray, plain tiling,
+    # amplitude only); with texture_std > 0 it is resized by a factor drawn from `blend_scale`,
+    # tiled mirrored, brought to texture_std gray levels and laid in colour with probability
+    # blend_colour (csgis.data.blend.blend_layer).
+    blend_amplitude: list[float] = field(default_factory=lambda: [0.75, 1.25])  # online: amplitude range of the texture layer
+    blend_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])        # online: texture resize range, drawn log-uniformly (needs blend_texture_std)
+    blend_colour: float = 0.0      # online: probability of the colour blend, else the authors' gray one (needs blend_texture_std)
+    online_eval: str = "seeded"    # online: val/test inputs: seeded (one fixed draw per GT) | stored (the manifest's own inputs)
+    blend_texture_std: float = 0.0 # online: the layer's std in gray levels before amplitude; 0: the authors' blend, texture as stored
     released_n_gt: int = 150       # released layout: number of GT images (index = name % n_gt)
     patch_size: int = 128          # random training crop
     val_crop: int = 0              # 0: validate on full images; >0: deterministic centre crop
@@ -139,6 +149,7 @@ CHOICES = {
     "loss.seg_input": ("prediction", "input"),
     "data.format": ("manifest", "released", "online"),
     "data.pipeline": ("workers", "device"),
+    "data.online_eval": ("seeded", "stored"),
     "segmenter.output_stride": (8, 16),
 }
 
@@ -172,6 +183,8 @@ RULES = {
     "data.released_n_gt": _at_least(1), "data.patch_size": _at_least(16), "data.val_crop": _at_least(0),
     "data.hflip": _within(0, 1), "data.rotate": _within(0, 180), "data.hue": _within(0, 0.5),
     "data.brightness": _pair(lambda x: x > 0, "above 0"), "data.contrast": _pair(lambda x: x > 0, "above 0"),
+    "data.blend_amplitude": _pair(lambda x: x >= 0, "at least 0"), "data.blend_scale": _pair(lambda x: x > 0, "above 0"),
+    "data.blend_colour": _within(0, 1), "data.blend_texture_std": _at_least(0),
     "data.repeat": _at_least(1), "data.num_workers": _at_least(0),
     "train.epochs": _at_least(0), "train.batch_size": _at_least(1), "train.lr": _above(0),
     "train.betas": (lambda v: len(v) == 2 and all(0 <= x < 1 for x in v), "two numbers in [0, 1)"),
@@ -259,6 +272,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': {flat[key]!r} is not allowed (must be {allowed})")
     if not re.fullmatch(DEVICE_PATTERN, cfg.device):
         raise ConfigError(f"config key 'device': {cfg.device!r} is not a device (auto, cpu, cuda or cuda:N)")
+    data = cfg.data
+    if data.format == "online" and data.pipeline == "device":
+        raise ConfigError("config keys 'data.format' and 'data.pipeline': online blending makes a new input per "
+                          "item, which the device pipeline's decoded-once bank cannot; use data.pipeline=workers")
+    if data.blend_texture_std <= 0 and (list(data.blend_scale) != [1.0, 1.0] or data.blend_colour > 0):
+        raise ConfigError("config key 'data.blend_texture_std': data.blend_scale other than [1, 1] and "
+                          "data.blend_colour > 0 need a layer contrast above 0 (e.g. 25)")
     if not cfg.name or cfg.name in (".", "..") or re.search(r"[/\\]", cfg.name) or cfg.name.startswith("."):
         raise ConfigError(f"config key 'name': {cfg.name!r} is not a folder name (it names "
                           f"<experiments_dir>/<name>: no '/', not empty, not starting with '.')")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from csgis.data import heldout, synthetic
+from csgis.data import heldout, synthetic, textures
 from csgis.data.manifest import read_manifest
 
 TRAINING_PICTURES = set(synthetic.PHOTOS) | set(synthetic.REAL_TEXTURES) | {"stereo_motorcycle"}
@@ -42,6 +42,16 @@ def test_the_training_builder_never_reads_a_heldout_picture(tmp_path, monkeypatc
         synthetic._skimage_image.cache_clear()
     used = {r["structure"] for r in read_manifest(tmp_path / "demo")} | {r["texture"] for r in read_manifest(tmp_path / "demo")}
     assert not any(name in used for name in set(heldout.HELDOUT_TEXTURES) | set(heldout.HELDOUT_STRUCTURES))
+
+
+def test_the_rich_builder_never_reads_a_heldout_picture(tmp_path, monkeypatch):
+    import make_rich_data
+    _forbid(monkeypatch, heldout_pictures(), "the rich builder read a held-out picture")
+    try:
+        assert make_rich_data.main(["--out", str(tmp_path / "rich"), "--size", "tiny", "--workers", "1"]) == 0
+    finally:
+        synthetic._skimage_image.cache_clear()
+    assert not set(heldout.HELDOUT_TEXTURES) & set(textures.ALL_FAMILIES)
 
 
 @pytest.fixture(scope="module")

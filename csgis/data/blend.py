@@ -79,6 +79,44 @@ def blend_texture(gt: np.ndarray, texture: np.ndarray, offset: tuple = (0, 0),
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+# --- gray and colour layers at a set contrast (the held-out benchmark, rich online training) -----
+
+BLENDS = ("gray", "colour")
+
+
+def tile_mirrored(pattern: np.ndarray, shape: tuple[int, int], scale: float, offset: tuple[int, int]) -> np.ndarray:
+    """The texture resized by `scale` and tiled MIRRORED (no seams, periodic or not) over shape (H, W)
+    from `offset` -> float64 (H, W) or (H, W, C)."""
+    if scale != 1.0:
+        pattern = cv2.resize(pattern, None, fx=scale, fy=scale,
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    tile2 = np.concatenate([pattern, pattern[:, ::-1]], axis=1)
+    tile2 = np.concatenate([tile2, tile2[::-1]], axis=0).astype(np.float64)
+    reps = (shape[0] // tile2.shape[0] + 2, shape[1] // tile2.shape[1] + 2) + (1,) * (tile2.ndim - 2)
+    big = np.tile(tile2, reps)
+    y, x = offset[0] % tile2.shape[0], offset[1] % tile2.shape[1]
+    return big[y:y + shape[0], x:x + shape[1]]
+
+
+def blend_layer(gt: np.ndarray, pattern: np.ndarray, mode: str, scale: float, amplitude: float,
+                offset: tuple[int, int], texture_std: float) -> np.ndarray:
+    """Textured input gt (H,W,3) uint8 + a texture layer -> (H,W,3) uint8. The layer is the (h,w,3)
+    uint8 `pattern` resized by `scale`, tiled mirrored from `offset`, mean removed, brought to
+    `texture_std` gray levels and times `amplitude`. mode gray: the texture's gray added to every
+    channel (the authors' blend); colour: the colour texture, mean removed per channel."""
+    if mode == "gray":
+        gray = cv2.cvtColor(pattern, cv2.COLOR_RGB2GRAY)
+        layer = tile_mirrored(gray, gt.shape[:2], scale, offset)
+        layer = (layer - layer.mean())[..., None]
+    elif mode == "colour":
+        layer = tile_mirrored(pattern, gt.shape[:2], scale, offset)
+        layer = layer - layer.mean(axis=(0, 1), keepdims=True)
+    else:
+        raise ValueError(f"unknown blend {mode!r}; choose from {BLENDS}")
+    layer = layer * (texture_std / max(float(layer.std()), 1e-6))
+    return np.clip(np.rint(gt.astype(np.float64) + amplitude * layer), 0, 255).astype(np.uint8)
+
+
 def edge_label(gt: np.ndarray, threshold: int = EDGE_THRESHOLD) -> np.ndarray:
     """Binary structure edges of gt (H,W,3) RGB uint8 -> (H,W) uint8 in {0,1} (docs/method.md §4, blue channel)."""
     gt = np.asarray(gt)

@@ -328,7 +328,12 @@ class ReleasedLayoutDataset(Dataset):
 
 class OnlineBlendDataset(Dataset):
     """Textured inputs made on the fly: each item tiles a random texture at a random offset and
-    amplitude over its GT (blend.blend_texture); edge from blend.edge_label.
+    amplitude over its GT; edge from blend.edge_label.
+
+    texture_std 0 (default): the authors' blend (blend.blend_texture: gray, plain tiling, the
+    texture's own contrast times the amplitude). texture_std > 0: blend.blend_layer with a scale
+    drawn from `scale`, the colour blend with probability `colour` (else gray), the layer brought
+    to texture_std gray levels times the amplitude.
 
     `samples`: GT image paths, or manifest rows (dicts with gt, seg, over, id; paths relative to
     `root`). The over-smoothed image comes from the row's `over` path; without one it is computed
@@ -339,10 +344,16 @@ class OnlineBlendDataset(Dataset):
 
     def __init__(self, samples, textures: str | os.PathLike, root: str | os.PathLike | None = None,
                  transform=None, amplitude=(0.75, 1.25), color=None,
-                 over_smoother: str = blend.OVER_SMOOTHER, seed: int | None = None):
+                 over_smoother: str = blend.OVER_SMOOTHER, seed: int | None = None,
+                 scale=(1.0, 1.0), colour: float = 0.0, texture_std: float = 0.0):
         self.root = Path(root) if root is not None else None
         self.transform = transform
         self.amplitude = (float(amplitude[0]), float(amplitude[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.colour, self.texture_std = float(colour), float(texture_std)
+        if self.texture_std <= 0 and (self.scale != (1.0, 1.0) or self.colour > 0):
+            raise DatasetError("data.blend_scale other than [1, 1] and data.blend_colour > 0 need "
+                               "data.blend_texture_std > 0 (the layer's contrast)")
         self.color = color
         self.over_smoother = over_smoother
         self.seed = seed
@@ -371,8 +382,10 @@ class OnlineBlendDataset(Dataset):
         return len(self.items)
 
     def _texture(self, index: int) -> np.ndarray:
+        """Texture `index`: gray (authors' blend) or RGB (blend_layer), read once."""
         if index not in self._texture_cache:
-            self._texture_cache[index] = blend.texture_to_gray(io.read_image(self.texture_paths[index]))
+            rgb = io.read_image(self.texture_paths[index])
+            self._texture_cache[index] = rgb if self.texture_std > 0 else blend.texture_to_gray(rgb)
         return self._texture_cache[index]
 
     def _over(self, index: int, gt: np.ndarray) -> np.ndarray:
@@ -410,9 +423,17 @@ class OnlineBlendDataset(Dataset):
         texture = self._texture(t)
         offset = (int(torch.randint(texture.shape[0], (), generator=generator)),
                   int(torch.randint(texture.shape[1], (), generator=generator)))
-        low, high = self.amplitude
-        amplitude = low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
-        input_rgb = blend.blend_texture(gt, texture, offset=offset, amplitude=amplitude, color=self.color)
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+        amplitude = uniform(*self.amplitude)
+        if self.texture_std > 0:
+            # scale drawn log-uniformly: as many halvings as doublings
+            scale = float(np.exp(uniform(np.log(self.scale[0]), np.log(self.scale[1]))))
+            mode = "colour" if uniform(0.0, 1.0) < self.colour else "gray"
+            input_rgb = blend.blend_layer(gt, texture, mode, scale, amplitude, offset, self.texture_std)
+        else:
+            input_rgb = blend.blend_texture(gt, texture, offset=offset, amplitude=amplitude, color=self.color)
         edge = blend.edge_label(gt)
         return make_sample(input_rgb, gt, edge, seg, self._over(index, gt), row["id"])
 
@@ -464,6 +485,8 @@ def build_dataset(data_cfg, split: str, train: bool) -> Dataset:
         dataset = ManifestDataset(data_cfg.root, name, transform)
     elif fmt == "released":
         dataset = ReleasedLayoutDataset(data_cfg.root, name, data_cfg.released_n_gt, transform)
+    elif fmt == "online" and not train and data_cfg.online_eval == "stored":
+        dataset = ManifestDataset(data_cfg.root, name, transform)  # the stored blends: fixed, other textures
     elif fmt == "online":
         if not data_cfg.textures:
             raise DatasetError("data.format=online needs data.textures (a folder of texture images)")
@@ -477,7 +500,9 @@ def build_dataset(data_cfg, split: str, train: bool) -> Dataset:
         rows = list(unique.values())
         # Validation blends are fixed per item so that scores are comparable between epochs.
         dataset = OnlineBlendDataset(rows, data_cfg.textures, root=data_cfg.root, transform=transform,
-                                     seed=None if train else 0)
+                                     seed=None if train else 0, amplitude=data_cfg.blend_amplitude,
+                                     scale=data_cfg.blend_scale, colour=data_cfg.blend_colour,
+                                     texture_std=data_cfg.blend_texture_std)
     else:
         raise DatasetError(f"unknown data.format '{fmt}' (manifest | released | online)")
     if train and data_cfg.repeat > 1:

@@ -26,6 +26,9 @@ import functools
 import cv2
 import numpy as np
 
+from csgis.data.blend import BLENDS, blend_layer  # noqa: F401  (BLENDS: this benchmark's blends)
+from csgis.data.synthetic import cartoon
+
 # Every scikit-image picture this benchmark reads, by use; none is read by a training builder
 # (tests/test_heldout.py checks that against synthetic's lists and a real build).
 HELDOUT_STRUCTURES = {"camera": ("photo", "cartoon"), "coins": ("photo", "cartoon"), "horse": ("cartoon",),
@@ -37,7 +40,6 @@ SOURCES = {"faces": "lfw_subset", "gif": "no_time_for_that_tiny.gif", "moon_colo
            "phantom": "shepp_logan_phantom", "color": "colorwheel"}
 VAL_SOURCES = ("coins", "phantom", "page")          # parameters of the classical smoothers are chosen here
 TEST_SOURCES = ("camera", "horse", "logo", "color")
-BLENDS = ("gray", "colour")
 SCALES = (0.5, 1.0, 2.0)
 GRAY_AMPLITUDES = (1.0, 0.7, 1.0)
 COLOUR_AMPLITUDE = 0.6
@@ -82,36 +84,6 @@ def crop(image: np.ndarray, rng: np.random.Generator, height: int = HEIGHT, widt
     return cv2.resize(image[y:y + ch, x:x + cw], (width, height), interpolation=cv2.INTER_AREA)
 
 
-def palette(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n saturated, distinct colours (HSV with spread hues)."""
-    hues = (rng.uniform(0, 180) + np.arange(n) * 180 / n) % 180
-    hsv = np.stack([hues, rng.uniform(120, 230, n), rng.uniform(110, 250, n)], -1).astype(np.uint8)
-    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
-
-
-def cartoon(picture: np.ndarray, rng: np.random.Generator, colours: int = 6) -> np.ndarray:
-    """Posterised picture with dark outlines: flat k-means colours of a smoothed copy (a seeded
-    palette for gray pictures), outlines where the colour changes."""
-    smooth = cv2.bilateralFilter(cv2.bilateralFilter(picture, 9, 60, 7), 9, 60, 7)
-    samples = smooth.reshape(-1, 3).astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-    cv2.setRNGSeed(int(rng.integers(2**31)))
-    _, labels, centres = cv2.kmeans(samples, colours, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
-    labels = labels.reshape(picture.shape[:2])
-    labels = cv2.medianBlur(labels.astype(np.uint8), 5)  # no specks: flat regions
-    gray_source = float(np.abs(picture[..., 0].astype(int) - picture[..., 1]).mean()) < 2
-    if gray_source:
-        order = np.argsort(centres[:, 0])
-        colours_rgb = palette(rng, colours)[np.argsort(order)]
-    else:
-        colours_rgb = np.clip(centres, 0, 255).astype(np.uint8)
-    flat = colours_rgb[labels]
-    outline = cv2.dilate((cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0)
-                         .astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
-    flat[outline] = (25, 22, 30)
-    return flat
-
-
 def texture(name: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """A (size, size, 3) uint8 held-out texture: a crop of its source; the '_colour' variants of gray
     sources take each channel from a different crop, so colour varies with the pattern."""
@@ -125,34 +97,10 @@ def texture(name: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     return out if HELDOUT_TEXTURES[name] == "colour" else np.repeat(out[..., :1], 3, axis=2)
 
 
-def tile(pattern: np.ndarray, shape: tuple[int, int], scale: float, offset: tuple[int, int]) -> np.ndarray:
-    """The texture resized by `scale` and tiled (mirrored, so no seams) over shape (H, W) -> float64."""
-    if scale != 1.0:
-        pattern = cv2.resize(pattern, None, fx=scale, fy=scale,
-                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    tile2 = np.concatenate([pattern, pattern[:, ::-1]], axis=1)
-    tile2 = np.concatenate([tile2, tile2[::-1]], axis=0).astype(np.float64)
-    reps = (shape[0] // tile2.shape[0] + 2, shape[1] // tile2.shape[1] + 2) + (1,) * (tile2.ndim - 2)
-    big = np.tile(tile2, reps)
-    y, x = offset[0] % tile2.shape[0], offset[1] % tile2.shape[1]
-    return big[y:y + shape[0], x:x + shape[1]]
-
-
 def blend(gt: np.ndarray, pattern: np.ndarray, mode: str, scale: float, amplitude: float,
           offset: tuple[int, int]) -> np.ndarray:
-    """Textured input. gray: the texture's gray, mean removed, added to every channel (the authors'
-    blend); colour: the colour texture, mean removed per channel, times `amplitude`."""
-    if mode == "gray":
-        gray = cv2.cvtColor(pattern, cv2.COLOR_RGB2GRAY)
-        layer = tile(gray, gt.shape[:2], scale, offset)
-        layer = (layer - layer.mean())[..., None]
-    elif mode == "colour":
-        layer = tile(pattern, gt.shape[:2], scale, offset)
-        layer = layer - layer.mean(axis=(0, 1), keepdims=True)
-    else:
-        raise ValueError(f"unknown blend {mode!r}; choose from {BLENDS}")
-    layer = layer * (TEXTURE_STD / max(float(layer.std()), 1e-6))
-    return np.clip(np.rint(gt.astype(np.float64) + amplitude * layer), 0, 255).astype(np.uint8)
+    """Textured input (csgis.data.blend.blend_layer at this benchmark's contrast, TEXTURE_STD)."""
+    return blend_layer(gt, pattern, mode, scale, amplitude, offset, TEXTURE_STD)
 
 
 def structure(source: str, kind: str, rng: np.random.Generator, gt_smoother: str, height: int = HEIGHT,

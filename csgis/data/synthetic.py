@@ -90,6 +90,64 @@ def random_scene(rng: np.random.Generator, height: int, width: int,
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
+def _contrasting(rng: np.random.Generator, under: np.ndarray, gap: float = 70) -> np.ndarray:
+    """A random colour whose largest channel difference from `under` exceeds `gap` (20 tries)."""
+    for _ in range(20):
+        colour = rng.uniform(20, 235, 3)
+        if np.abs(colour - under).max() > gap:
+            break
+    return colour
+
+
+def vector_art(rng: np.random.Generator, height: int, width: int,
+               objects: tuple = (3, 8)) -> tuple[np.ndarray, np.ndarray]:
+    """Vector-art scene like a smoothing ground truth -> (image (H,W,3) uint8, label (H,W) uint8).
+
+    Shapes with colour gradients (labelled by SHAPE_CLASSES, as random_scene), about half of them
+    outlined (1-3 px, dark or contrasting), thin lines and curves (1-2 px) and small details
+    (dots and squares of 2-5 px) that a smoother must keep. Lines and details are labelled 255
+    (ignored by the segmentation loss): they belong to no shape class.
+    """
+    background = rng.uniform(30, 225, 3)
+    image = _gradient(rng, height, width, background, rng.uniform(10, 50))
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+        shape_class = int(rng.integers(1, len(SHAPE_CLASSES)))
+        mask = _shape_mask(rng, shape_class, height, width)
+        if not mask.any():
+            continue
+        colour = _contrasting(rng, image[mask].mean(0))
+        image[mask] = _gradient(rng, height, width, colour, rng.uniform(5, 40))[mask]
+        label[mask] = shape_class
+        if rng.random() < 0.5:
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+            line = rng.uniform(10, 50, 3) if rng.random() < 0.6 else _contrasting(rng, colour)
+            canvas = np.zeros((height, width), np.uint8)
+            cv2.drawContours(canvas, contours, -1, 1, int(rng.integers(1, 4)))
+            image[canvas > 0] = line
+    details = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(0, 5))):  # thin lines and curves through a few control points
+        points = np.stack([rng.uniform(0, width, 4), rng.uniform(0, height, 4)], 1)
+        t = np.linspace(0, 1, 64)[:, None]
+        curve = ((1 - t) ** 3 * points[0] + 3 * (1 - t) ** 2 * t * points[1] + 3 * (1 - t) * t ** 2 * points[2]
+                 + t ** 3 * points[3])
+        canvas = np.zeros((height, width), np.uint8)
+        cv2.polylines(canvas, [np.round(curve).astype(np.int32)], False, 1, int(rng.integers(1, 3)))
+        image[canvas > 0] = _contrasting(rng, image[canvas > 0].mean(0))
+        details |= canvas
+    for _ in range(int(rng.integers(0, 9))):  # small dots and squares
+        canvas = np.zeros((height, width), np.uint8)
+        centre, radius = (int(rng.integers(0, width)), int(rng.integers(0, height))), int(rng.integers(2, 6))
+        if rng.random() < 0.5:
+            cv2.circle(canvas, centre, radius, 1, -1)
+        else:
+            cv2.rectangle(canvas, (centre[0] - radius, centre[1] - radius), (centre[0] + radius, centre[1] + radius), 1, -1)
+        image[canvas > 0] = _contrasting(rng, image[canvas > 0].mean(0))
+        details |= canvas
+    label[details > 0] = 255
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+
+
 # --- procedural textures (periodic over `size`) -------------------------------------------------
 
 def _to_uint8(pattern: np.ndarray) -> np.ndarray:
@@ -202,6 +260,38 @@ def photo_crop(name: str, rng: np.random.Generator, height: int, width: int) -> 
     y = int(rng.integers(0, resized.shape[0] - height + 1))
     x = int(rng.integers(0, resized.shape[1] - width + 1))
     return np.ascontiguousarray(resized[y:y + height, x:x + width])
+
+
+# --- flat, outlined pictures ------------------------------------------------------------------
+
+def palette(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n saturated, distinct colours (HSV with spread hues)."""
+    hues = (rng.uniform(0, 180) + np.arange(n) * 180 / n) % 180
+    hsv = np.stack([hues, rng.uniform(120, 230, n), rng.uniform(110, 250, n)], -1).astype(np.uint8)
+    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
+
+
+def cartoon(picture: np.ndarray, rng: np.random.Generator, colours: int = 6) -> np.ndarray:
+    """Posterised picture with dark outlines: flat k-means colours of a smoothed copy (a seeded
+    palette for gray pictures), outlines where the colour changes."""
+    smooth = cv2.bilateralFilter(cv2.bilateralFilter(picture, 9, 60, 7), 9, 60, 7)
+    samples = smooth.reshape(-1, 3).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    cv2.setRNGSeed(int(rng.integers(2**31)))
+    _, labels, centres = cv2.kmeans(samples, colours, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    labels = labels.reshape(picture.shape[:2])
+    labels = cv2.medianBlur(labels.astype(np.uint8), 5)  # no specks: flat regions
+    gray_source = float(np.abs(picture[..., 0].astype(int) - picture[..., 1]).mean()) < 2
+    if gray_source:
+        order = np.argsort(centres[:, 0])
+        colours_rgb = palette(rng, colours)[np.argsort(order)]
+    else:
+        colours_rgb = np.clip(centres, 0, 255).astype(np.uint8)
+    flat = colours_rgb[labels]
+    outline = cv2.dilate((cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0)
+                         .astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
+    flat[outline] = (25, 22, 30)
+    return flat
 
 
 def normalise_contrast(texture: np.ndarray, target_std: float) -> np.ndarray:
