@@ -57,6 +57,7 @@ class LossConfig:
     contrastive_form: str = "triplet"   # triplet | ratio
     margin_pixel: float = 0.3      # k1: gray-L1 hinge margin
     margin_vgg: float = 0.04       # k2: VGG Gram hinge margin
+    gram_normalize: bool = False   # divide Gram distances by |G(gt)|^2 (not the paper: a substitute for a random VGG16)
     negatives: str = "coin"        # coin (release) | per_sample | both | over | input
     vgg_weights: str = "imagenet"  # imagenet | random (tests only) | path to a VGG16 state dict
     vgg_normalize: bool = False    # ImageNet-normalise VGG inputs (the release does not)

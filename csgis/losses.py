@@ -167,9 +167,11 @@ def gram(f: torch.Tensor) -> torch.Tensor:
         return torch.bmm(flat, flat.transpose(1, 2)) / (channels * height * width)
 
 
-def _gram_distance(grams_a: dict, grams_b: dict) -> torch.Tensor:
-    """Sum over taps of the summed squared Gram difference (release: MSELoss(reduction='sum'))."""
-    return sum(((grams_a[name] - grams_b[name]) ** 2).sum() for name in GRAM_TAPS)
+def _gram_distance(grams_a: dict, grams_b: dict, scale: dict | None = None) -> torch.Tensor:
+    """Sum over taps of the summed squared Gram difference (release: MSELoss(reduction='sum')),
+    each tap divided by scale[tap] when given."""
+    return sum(((grams_a[name] - grams_b[name]) ** 2).sum() / (1.0 if scale is None else scale[name])
+               for name in GRAM_TAPS)
 
 
 def _as_list(neg: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -177,14 +179,17 @@ def _as_list(neg: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def triplet_contrastive(pred: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | Sequence[torch.Tensor],
-                        vgg: "VGGFeatures | None", k1: float = 0.3, k2: float = 0.04
-                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        vgg: "VGGFeatures | None", k1: float = 0.3, k2: float = 0.04,
+                        gram_normalize: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Triplet hinges (B,3,H,W) -> (pixel + vgg, {"contrastive_pixel", "contrastive_vgg"} detached).
 
     pixel = max(D(pred,pos) - D(pred,neg) + k1, 0), D = gray_l1;
     vgg = max(G(pred,pos) - G(pred,neg) + k2, 0), G = Gram distance over relu1_2 and relu2_2.
     Each hinge is taken over the whole batch (one scalar, as released). A list of negatives
     averages the loss over them. vgg=None leaves the VGG term out (pixel term only).
+    gram_normalize divides each tap's distances by the positive's squared Gram norm |G(pos)|^2,
+    so they are relative (order 0.01-1 whatever the VGG weights; not in the paper: a substitute
+    for the demo's random VGG16, whose raw Gram distances of ~1e-6 leave the hinge at its margin).
     """
     negatives = _as_list(neg)
     d_pos = gray_l1(pred, pos)
@@ -196,8 +201,10 @@ def triplet_contrastive(pred: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
         with torch.no_grad():  # targets: no graph through the positive/negative features
             pos_grams = {k: gram(v) for k, v in vgg(pos, layers=GRAM_TAPS).items()}
             neg_grams = [{k: gram(v) for k, v in vgg(n, layers=GRAM_TAPS).items()} for n in negatives]
-        g_pos = _gram_distance(pred_grams, pos_grams)
-        vgg_term = sum(torch.relu(g_pos - _gram_distance(pred_grams, ng) + k2) for ng in neg_grams) / len(negatives)
+        scale = {k: (g ** 2).sum().clamp_min(1e-12) for k, g in pos_grams.items()} if gram_normalize else None
+        g_pos = _gram_distance(pred_grams, pos_grams, scale)
+        vgg_term = sum(torch.relu(g_pos - _gram_distance(pred_grams, ng, scale) + k2)
+                       for ng in neg_grams) / len(negatives)
     return pixel + vgg_term, {"contrastive_pixel": pixel.detach(), "contrastive_vgg": vgg_term.detach()}
 
 
@@ -309,7 +316,7 @@ class CSGISLoss(nn.Module):
             negatives = select_negatives(batch, cfg.negatives, self.generator)
             if cfg.contrastive_form == "triplet":
                 contrastive, pieces = triplet_contrastive(out.prediction, gt, negatives, self.vgg,
-                                                          cfg.margin_pixel, cfg.margin_vgg)
+                                                          cfg.margin_pixel, cfg.margin_vgg, cfg.gram_normalize)
                 parts.update(pieces)
             else:
                 contrastive = ratio_contrastive(out.prediction, gt, negatives, self.vgg)

@@ -139,6 +139,27 @@ def _gram_distance_numpy(vgg, a, b):
     return total
 
 
+def test_gram_normalize_makes_the_random_vgg_term_relative(vgg):
+    """Raw Gram distances of a random VGG16 are tiny, so the hinge sits at its margin (the demo's
+    logged contrastive_vgg); divided by |G(gt)|^2 per tap they are relative and the term moves."""
+    gt = _images(7)
+    pred = (gt + 0.1 * _images(8)).clamp(0, 1)
+    neg = torch.full_like(gt, 0.5)
+    raw = _gram_distance_numpy(vgg, pred, gt)
+    assert raw < 1e-3  # far below the paper's k2 = 0.04
+    _, parts = triplet_contrastive(pred, gt, neg, vgg, k2=0.04)
+    assert parts["contrastive_vgg"].item() == pytest.approx(0.04, abs=1e-3)
+    expected = 0.0
+    for name in ("relu1_2", "relu2_2"):
+        fp, fg, fn = (vgg(x)[name].double().numpy() for x in (pred, gt, neg))
+        _, c, h, w = fp.shape
+        gp, gg, gn = (np.einsum("bchw,bdhw->bcd", f, f) / (c * h * w) for f in (fp, fg, fn))
+        expected += (((gp - gg) ** 2).sum() - ((gp - gn) ** 2).sum()) / (gg ** 2).sum()
+    _, parts = triplet_contrastive(pred, gt, neg, vgg, k2=0.04, gram_normalize=True)
+    assert parts["contrastive_vgg"].item() == pytest.approx(max(expected + 0.04, 0.0), rel=1e-4, abs=1e-7)
+    assert abs(expected) > 100 * raw  # relative distances are of another order
+
+
 def test_triplet_hinges_active_and_inactive(vgg):
     gt = _images(7)
     pred = (gt + 0.1 * _images(8)).clamp(0, 1)
