@@ -166,3 +166,22 @@ def test_output_names_keep_extension_on_clash(tmp_path):
     files = [tmp_path / "x/a.jpg", tmp_path / "x/a.png", tmp_path / "x/b.tif"]
     names = show.output_names(tmp_path, files)
     assert {str(v) for v in names.values()} == {"x/a_jpg", "x/a_png", "x/b"}
+
+
+def test_channels_last_is_on_for_cuda_only_and_changes_nothing(workspace, tmp_path, monkeypatch):
+    image = workspace["src"] / "a" / "good.png"
+    passed, outputs = [], []
+    real = show.smooth_image
+
+    def spy(*args, **kwargs):
+        passed.append(kwargs["channels_last"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(show, "smooth_image", spy)
+    for flag in ([], ["--channels-last"], ["--no-channels-last"]):
+        out = tmp_path / (flag[0].strip("-") if flag else "default")
+        assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(image), "--output", str(out),
+                          "--device", "cpu", *flag]) == 0
+        outputs.append(read_image(out / "good.png").astype(int))
+    assert passed == [False, True, False]  # the default on the CPU is off (on CUDA: on, tests/test_cuda.py)
+    assert all(np.abs(outputs[0] - other).max() <= 1 for other in outputs[1:])
