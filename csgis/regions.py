@@ -128,7 +128,7 @@ def smooth_region(model, rgb: np.ndarray, mask: np.ndarray | None = None, feathe
 def segmenter_classes(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names of a segmenter checkpoint: its own 'classes' entry, else VOC's 21 or the demo's 6
     shape classes by count, else class0..N-1."""
-    from csgis.checkpoint import read_file
+    from csgis.torchfile import read_file
     from csgis.data.manifest import VOC_CLASSES
     from csgis.data.synthetic import SHAPE_CLASSES
     obj = read_file(path, "cpu", "a segmenter checkpoint")

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from csgis.models.segmenter import imagenet_normalize
+from csgis.torchfile import CheckpointError, read_file
 
 VGG16_IMAGENET_FILE = "vgg16-397923af.pth"
 VGG16_IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -34,7 +35,6 @@ def imagenet_vgg16_path() -> str:
 
 def _features_state_dict(path: str) -> dict:
     """Read a VGG16 state dict (full model or `features` only) -> {"<i>.weight": ...} of the features."""
-    from csgis.checkpoint import CheckpointError, read_file
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"VGG16 weights file not found: {path}")
     state = read_file(path, "cpu", "a VGG16 state dict (loss.vgg_weights)")
@@ -94,7 +94,6 @@ class VGGFeatures(nn.Module):
         available = _features_state_dict(path)
         own = self.features.state_dict()
         missing = [key for key in own if key not in available]
-        from csgis.checkpoint import CheckpointError
         if missing:
             raise CheckpointError(f"{path} is not a VGG16 state dict: missing features.{missing[0]} "
                                   f"(and {len(missing) - 1} more)")
