@@ -94,6 +94,35 @@ def test_sigterm_saves_a_state_then_resume_and_refusal(tmp_path, demo_root, caps
     assert len(list(run.glob("config.before_resume_*.yaml"))) == 1
 
 
+def test_sigterm_to_the_whole_process_group_with_workers_saves_a_state(tmp_path, demo_root):
+    """Slurm's scancel, `kill -- -PGID` and container stops signal every process, DataLoader workers
+    included: the workers must not die mid-step in a way that aborts the main process with a
+    traceback before it saves its state."""
+    config = tiny_yaml(tmp_path / "c.yaml", demo_root, tmp_path / "exp", epochs=50)
+    run = tmp_path / "exp" / "cli"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", str(config), "data.num_workers=2"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            log = run / "train.log"
+            if log.is_file() and "step 3 " in log.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training did not start in time")
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and "SIGTERM" in stderr and "--resume" in stderr
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert state["batch_in_epoch"] >= 3 and state["global_step"] == 8 * state["epoch"] + state["batch_in_epoch"]
+
+
 # ----------------------------------------------------------------------------- shipped configs
 def test_every_config_loads():
     names = {p.stem for p in CONFIGS}

@@ -10,6 +10,7 @@ RNG states are saved; other ranks are reseeded from (seed, rank, step) on resume
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 from dataclasses import dataclass, field
@@ -33,18 +34,27 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: seed python/numpy from the worker's torch seed; ignore Ctrl-C.
+    """DataLoader worker_init_fn: seed python/numpy from the worker's torch seed; ignore Ctrl-C;
+    leave quietly on SIGTERM.
 
     The worker's torch seed is base_seed + worker_id, base_seed drawn from the loader's
     generator, which the loop reseeds per epoch. Ctrl-C reaches the whole process group: the
-    workers ignore it and the main process finishes its step and saves a state. SIGTERM keeps
-    its default (terminate), because that is how Python and the DataLoader shut workers down:
-    a worker that ignored it would keep the main process waiting for it forever.
+    workers ignore it and the main process finishes its step and saves a state. SIGTERM must still
+    end a worker, because that is how Python and the DataLoader shut workers down (a worker that
+    ignored it would keep the main process waiting forever), but it ends it with exit status 0: a
+    worker killed by a signal makes the DataLoader's SIGCHLD handler raise in the main process at
+    whatever line it is running, mid-step, so a SIGTERM sent to every process of a job (Slurm's
+    scancel, `kill -- -PGID`, a container stop) would abort with a traceback instead of saving a state.
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _leave_quietly)
+
+
+def _leave_quietly(signum, frame) -> None:
+    os._exit(0)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
