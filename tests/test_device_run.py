@@ -29,6 +29,11 @@ def test_the_device_run_dry_runs_every_step_within_its_budget(repo_root, tmp_pat
     training = summary["training"]
     assert training["steps"] > 0 and training["stopped_by_time"] and training["weights"] == "final.pth"
     assert 0 < training["test"]["model"]["psnr_paper"] < 100
+    # ... and on the held-out benchmark, per blend (4 images in the dry run: --max-images 4).
+    assert summary["data"]["heldout"]["status"] == 0
+    heldout = training["test"]["heldout"]
+    assert heldout["status"] == 0 and heldout["model"]["all"]["n"] == heldout["input"]["all"]["n"] > 0
+    assert set(heldout["model"]) <= {"all", "gray", "colour"} and 0 < heldout["model"]["all"]["psnr_paper"] < 100
     # What the GPU machine gives back: at most 8 files, each under 16 MiB, no folders.
     files = list(out.iterdir())
     assert len(files) <= 8 and all(f.is_file() and f.stat().st_size < 16 * 2**20 for f in files), files

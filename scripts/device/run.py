@@ -13,7 +13,8 @@ limit still returns what it finished:
                and the data.pipeline=device batch time;
   training     configs/device.yaml (the paper-width network) on the demo data, built here first, for
                the time left; its weights are copied to OUT_DIR every minute, then scored on the
-               demo test split.
+               demo test split and on the held-out benchmark (dataset_utils/make_heldout.py, built
+               beside the demo data; its means per blend go into summary.json).
 Files in OUT_DIR (at most 8, each under 16 MiB): summary.json, cuda_tests.log, benchmark.json,
 train.log, metrics.jsonl, final.pth (weights only), test_metrics.json.
 The dry run (CSGIS_DEVICE=cpu) runs the same steps with tiny sizes; CI runs it.
@@ -92,8 +93,14 @@ def cuda_tests(python: str, device: str, timeout: float, out: Path) -> dict:
 def build_data(python: str, dry: bool, work: Path, timeout: float) -> tuple[Path, dict]:
     data = work / "data"
     cmd = [python, "dataset_utils/make_demo_data.py", "--out", str(data), "--workers", str(os.cpu_count() or 1)]
+    start = time.monotonic()
     status, log, seconds = run(cmd + (["--size", "tiny"] if dry else []), timeout)
-    return data, {"status": status, "seconds": round(seconds, 1), "tail": log[-300:] if status else ""}
+    built = {"status": status, "seconds": round(seconds, 1), "tail": log[-300:] if status else ""}
+    # The held-out benchmark (sources no training builder reads), for the final score; no OpenCV contrib.
+    cmd = [python, "dataset_utils/make_heldout.py", "--out", str(work / "heldout")]
+    status, log, seconds = run(cmd + (["--size", "tiny"] if dry else []), max(5.0, timeout - (time.monotonic() - start)))
+    built["heldout"] = {"status": status, "seconds": round(seconds, 1), "tail": log[-300:] if status else ""}
+    return data, built
 
 
 def benchmark(python: str, device: str, dry: bool, data: Path, timeout: float, out: Path) -> dict:
@@ -165,14 +172,38 @@ def score(python: str, device: str, dry: bool, data: Path, timeout: float, out: 
     cmd = [python, "scripts/evaluate.py", "--checkpoint", str(out / "final.pth"), "--data", str(data), "--split",
            "test", "--device", device, "--json", str(out / "test_metrics.json"), "--quiet"]
     status, log, seconds = run(cmd + (["--max-images", "4"] if dry else []), timeout)
-    result = {"status": status, "seconds": round(seconds, 1), "split": "demo test",
-              "heldout": "no held-out benchmark is built yet"}
+    result = {"status": status, "seconds": round(seconds, 1), "split": "demo test"}
     if (out / "test_metrics.json").is_file():
         methods = json.loads((out / "test_metrics.json").read_text())["methods"]
         result.update({name: {k: v["mean"] for k, v in m.items() if isinstance(v, dict)} for name, m in methods.items()})
     else:
         result["tail"] = log[-500:]
+    heldout = data.parent / "heldout"
+    if not (heldout / "manifest.csv").is_file():
+        result["heldout"] = "the held-out benchmark was not built (summary.json: data.heldout)"
+        return result
+    report = data.parent / "heldout_metrics.json"  # in the work folder: OUT_DIR keeps to 8 files
+    cmd[cmd.index("--data") + 1], cmd[cmd.index("--json") + 1] = str(heldout), str(report)
+    status, log, seconds = run(cmd, max(5.0, timeout - seconds))
+    result["heldout"] = {"status": status, "seconds": round(seconds, 1)}
+    if report.is_file():
+        result["heldout"].update(blend_means(json.loads(report.read_text())["images"], heldout))
+    else:
+        result["heldout"]["tail"] = log[-500:]
     return result
+
+
+def blend_means(images: list[dict], heldout: Path) -> dict:
+    """{method: {blend or 'all': {metric: mean}}} of evaluate.py's per-image rows on the held-out benchmark."""
+    info = json.loads((heldout / "dataset.json").read_text())
+    blends = {name: v["blend"] for name, v in info.get("samples", {}).items()}
+    groups: dict = {}
+    for row in images:
+        for group in (blends.get(row["name"], "?"), "all"):
+            groups.setdefault(row["method"], {}).setdefault(group, []).append(row)
+    metrics = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+    return {method: {g: {"n": len(rows), **{k: sum(r[k] for r in rows) / len(rows) for k in metrics}}
+                     for g, rows in by_group.items()} for method, by_group in groups.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
