@@ -208,10 +208,29 @@ class _Override(str):
         return obj
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML for config files: a plain scalar value that YAML reads as a number or a boolean keeps its
+    text beside that reading (an _Override), so a str key keeps what the file says (name: 0123 is
+    '0123', not the octal 83; name: yes is 'yes')."""
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep=deep)
+        for key_node, value_node in node.value:
+            if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:
+                key = self.construct_object(key_node, deep=deep)
+                value = mapping.get(key)
+                if isinstance(value, (bool, int, float)):
+                    mapping[key] = _Override(value_node.value, value)
+        return mapping
+
+
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Convert a YAML/CLI value to the declared field type, or raise naming the key."""
     if isinstance(value, _Override):
-        value = str(value) if typ is str else value.parsed
+        if typ is int and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
+            value = int(value, 10)  # what was written: YAML 1.1 reads 012 as the octal 10
+        else:
+            value = str(value) if typ is str else value.parsed
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -337,7 +356,7 @@ def read_config_file(path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> d
         raise ConfigError(f"config files include each other through '{BASE_KEY}': {cycle}")
     try:
         with open(path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=_ConfigLoader) or {}
     except FileNotFoundError:
         where = f" (the '{BASE_KEY}' of {os.path.relpath(_chain[-1])})" if _chain else ""
         raise ConfigError(f"config file not found: {os.path.relpath(path)}{where}") from None

@@ -61,6 +61,18 @@ def test_dataset_error_in_a_worker_is_one_line_and_does_not_hang(data, tmp_path)
     assert str(victim) in line and "Original Traceback" not in line
 
 
+def test_a_validation_file_failing_in_a_worker_is_one_line(data, tmp_path):
+    victim = data / read_manifest(data, "val")[0]["input"]
+    break_image_data(victim)
+    cfg = tiny_config(data, tmp_path / "exp", "valworkers", data={"num_workers": 2, "repeat": 1})
+    proc = run_cli(["train.py", "--config", write_config(tmp_path / "c.yaml", cfg)], timeout=180)
+    assert proc.returncode == 1
+    line = one_line(proc.stderr)
+    assert str(victim) in line and "Original Traceback" not in line
+    state = load_training_state(tmp_path / "exp" / "valworkers" / "training_states" / "latest.state")
+    assert state["batch_in_epoch"] > 0  # the epoch's training was saved before validating
+
+
 def test_a_missing_file_is_found_before_training(data, tmp_path):
     victim = sorted((data / "gt").glob("*.png"))[-1]
     victim.unlink()
@@ -150,6 +162,19 @@ def test_list_items_and_names_keep_their_meaning():
     from csgis.config import load_config
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["train.milestones=['3', 7]", "name=0123", "amp=off"])
     assert cfg.train.milestones == [3, 7] and cfg.name == "0123" and cfg.amp == "off"
+
+
+def test_names_in_a_config_file_keep_their_text(tmp_path):
+    from csgis.config import load_config
+    for written, expected in (("0123", "0123"), ("007", "007"), ("yes", "yes"), ("1e3", "1e3"), ("'0123'", "0123")):
+        path = tmp_path / "c.yaml"
+        path.write_text(f"base: {ROOT / 'configs' / 'demo.yaml'}\nname: {written}\ntrain:\n  epochs: 012\n"
+                        f"  lr: 1e-3\n  milestones: [3, 7]\n")
+        cfg = load_config(path)
+        assert cfg.name == expected, written
+        assert cfg.train.epochs == 12 and cfg.train.lr == 0.001 and cfg.train.milestones == [3, 7]
+    path.write_text("name: x\nsegmenter:\n  checkpoint:\n")
+    assert load_config(path).segmenter.checkpoint == ""
 
 
 def test_a_config_path_that_is_a_folder_is_one_line(capsys):

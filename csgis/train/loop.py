@@ -271,11 +271,18 @@ class Run:
         try:
             yield from batches
         except (OSError, DatasetError, RuntimeError) as error:
-            if self.stop.signum is not None:
-                raise self.interrupt(self.stop.signum) from None
-            if isinstance(error, RuntimeError) and "Original Traceback" not in str(error):
-                raise
-            raise DatasetError(_last_line(error)) from None
+            raise self._loader_failure(error) from None
+
+    def _loader_failure(self, error: Exception) -> Exception:
+        """What a failing loader (training or validation) ends the run with: an interrupt when a
+        signal also stopped the workers, one DatasetError line for a data error (a worker's error
+        carries the worker's traceback in its text), else the error itself."""
+        from csgis.data import DatasetError
+        if self.stop.signum is not None:
+            return self.interrupt(self.stop.signum)
+        if isinstance(error, RuntimeError) and "Original Traceback" not in str(error):
+            return error
+        return DatasetError(_last_line(error))
 
     def log_step(self, parts: dict[str, float], lr: float) -> None:
         step = self.progress.global_step
@@ -326,7 +333,11 @@ class Run:
         # The epoch's training is saved first (as a state at the end of its last batch): if validation
         # fails, --resume goes straight back to validating this epoch.
         self.save_state()
-        metrics, images, line = self.task.validate(self.val_loader, self.autocast_dtype)
+        from csgis.data import DatasetError
+        try:
+            metrics, images, line = self.task.validate(self.val_loader, self.autocast_dtype)
+        except (OSError, DatasetError, RuntimeError) as error:
+            raise self._loader_failure(error) from None
         self.logger.info(f"val epoch {epoch} | {line}")
         if self.writer is not None:
             for name, image in images:
