@@ -337,6 +337,22 @@ def test_show_plans_output_names_so_none_collide(tmp_path, smoother_file, capsys
     assert np.array_equal(read_image(out / "x_png_edge.png")[..., 0], expected_edge)
 
 
+def test_emulated_bf16_on_a_cpu_is_warned_about(tmp_path, smoother_file, capsys, monkeypatch, demo_root):
+    import numpy as np
+
+    import show
+    from csgis.io import write_image
+    from csgis.train import loop
+    monkeypatch.setattr(show, "cpu_has_bf16", lambda: False)
+    write_image(tmp_path / "in.png", np.full((24, 24, 3), 128, np.uint8))
+    assert show.main(["--checkpoint", str(smoother_file), "--input", str(tmp_path / "in.png"),
+                      "--output", str(tmp_path / "out"), "--device", "cpu", "--amp", "bf16"]) == 0
+    assert "emulated" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    train(tiny_config(demo_root, tmp_path, "bf16", amp="bf16", train={"epochs": 1, "max_iters_per_epoch": 1}))
+    assert "emulated" in (tmp_path / "bf16" / "train.log").read_text()
+
+
 def test_show_refuses_what_would_waste_the_run(tmp_path, smoother_file, capsys, demo_root):
     import show
     image = next((demo_root / "input").glob("*.png"))
