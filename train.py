@@ -23,7 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="start afresh even if the run folder holds a run (it is moved to <name>_archived_<time>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted config overrides, e.g. train.lr=5e-4 name=test")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value on both sides of a flag
 
 
 def main(argv=None) -> int:

@@ -37,6 +37,11 @@ def test_unknown_override_key_exits_2_naming_the_key():
     assert len(lines) == 1 and "train.no_such_key" in lines[0] and "Traceback" not in proc.stderr
 
 
+def test_overrides_may_stand_on_both_sides_of_a_flag():
+    args = train_cli.parse_args(["--config", "c.yaml", "name=x", "--resume", "train.epochs=3", "--overwrite"])
+    assert args.overrides == ["name=x", "train.epochs=3"] and args.resume and args.overwrite
+
+
 def test_unknown_key_in_the_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nloss:\n  contrastiv: 1.0\n")
