@@ -153,11 +153,11 @@ def test_a_row_is_one_entry_and_bad_definitions_are_one_line(demo_root, tmp_path
 
 def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     """configs/reports/demo.yaml resolves to the settings of the report's runs: the demo ablation
-    files, 2x/4x/8x as scaled epochs and milestones, ten times the semantic weight."""
+    files, 2x/4x/8x as scaled epochs and milestones, ten times the semantic weight, the rich data."""
     plan = make_report.load_plan(str(ROOT / "configs" / "reports" / "demo.yaml"))
     runs = {r.name: r for r in make_report.planned_runs(plan)}
     assert set(runs) == {f"{row}_s{s}" for row in ("baseline", "contrastive", "semantic", "full", "full_seg10x")
-                         for s in (0, 1)} | {"full_trainbn_s0", "full_2x_s0", "full_4x_s0", "full_8x_s0"}
+                         for s in (0, 1)} | {"full_trainbn_s0", "full_2x_s0", "full_4x_s0", "full_8x_s0", "rich_s0"}
     demo = load_config(ROOT / "configs" / "demo.yaml")
 
     def resolved(name):
@@ -168,6 +168,8 @@ def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     assert (eight.epochs, eight.milestones) == (8 * demo.train.epochs, [8 * m for m in demo.train.milestones])
     assert resolved("full_seg10x_s0").loss.segmentation == pytest.approx(10 * demo.loss.segmentation)
     assert resolved("full_trainbn_s0").train.freeze_bn is False and demo.train.freeze_bn is True
+    rich = resolved("rich_s0")
+    assert rich.data.format == "online" and rich.data.root == "data/rich" and rich.model == demo.model
 
 
 def test_staleness_ignores_where_a_run_lives(demo_root, tmp_path):
