@@ -157,7 +157,7 @@ def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     plan = make_report.load_plan(str(ROOT / "configs" / "reports" / "demo.yaml"))
     runs = {r.name: r for r in make_report.planned_runs(plan)}
     assert set(runs) == {f"{row}_s{s}" for row in ("baseline", "contrastive", "semantic", "full", "full_seg10x")
-                         for s in (0, 1)} | {"full_trainbn_s0", "full_2x_s0", "full_4x_s0", "full_8x_s0", "rich_s0"}
+                         for s in (0, 1)} | {"full_trainbn_s0", "full_2x_s0", "full_4x_s0", "full_8x_s0", "rich_s0", "rich_8x_s0"}
     demo = load_config(ROOT / "configs" / "demo.yaml")
 
     def resolved(name):
@@ -170,6 +170,7 @@ def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     assert resolved("full_trainbn_s0").train.freeze_bn is False and demo.train.freeze_bn is True
     rich = resolved("rich_s0")
     assert rich.data.format == "online" and rich.data.root == "data/rich" and rich.model == demo.model
+    assert resolved("rich_8x_s0").train.epochs == 8 * rich.train.epochs
 
 
 def test_staleness_ignores_where_a_run_lives(demo_root, tmp_path):
