@@ -200,6 +200,18 @@ def summarize(rows: Sequence[dict], seconds_per_image: float | None = None) -> d
     return summary
 
 
+def group_means(rows: Sequence[dict], method: str, groups: dict[str, str]) -> dict:
+    """{group: {n, <metric>: mean}} of one method's per-image rows, grouped by groups[row name]
+    ('?' for a name without a group), and 'all' (e.g. the held-out benchmark's blends)."""
+    members: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["method"] == method:
+            for g in (groups.get(r["name"], "?"), "all"):
+                members.setdefault(g, []).append(r)
+    return {g: {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in METRIC_KEYS}}
+            for g, rs in members.items()}
+
+
 def _fmt(value: float | None, digits: int) -> str:
     if value is None:
         return "-"

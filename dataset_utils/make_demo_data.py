@@ -18,7 +18,6 @@ Default size: 120 structures of 192-256 px x 3 textures (~40 s on 2 busy cores, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_count
                                  write_structure)
 from csgis.io import read_image, write_image
 from csgis.runtime import parallel_map
+
+from builder_cli import add_build_arguments
 
 SIZES = {
     #          structures, side range, textures/structure, texture pool, test-only, texture sides
@@ -151,19 +152,11 @@ def build_structure(job: dict) -> list[dict]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=list(SIZES), default="default")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="parallel processes (1: in this process)")
-    p.add_argument("--gt-smoother", default=blend.GT_SMOOTHER,
-                   help="smoother for photo GTs, 'name:key=value,...' (default %(default)s)")
+    add_build_arguments(p, SIZES)
     p.add_argument("--over-smoother", default=blend.OVER_SMOOTHER,
                    help="smoother for over-smoothed negatives (default %(default)s)")
     p.add_argument("--scene-over-smoother", default=SCENE_OVER_SMOOTHER,
                    help="over-smoother for the procedural scenes; 'a+b' chains (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a different dataset in --out (without it, only resume the same one)")
     return p.parse_args(argv)
 
 

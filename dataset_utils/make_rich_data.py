@@ -20,7 +20,6 @@ Default size: 300 structures of 160-256 px, 6 textures per family and kind in ea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_count
                                  write_dataset_info, write_manifest, write_structure)
 from csgis.io import read_image, write_image
 from csgis.runtime import parallel_map
+
+from builder_cli import add_build_arguments
 
 SIZES = {
     #          structures, side range, stored inputs/structure, textures per family and kind, texture sides
@@ -133,17 +134,9 @@ def build_structure(job: dict) -> list[dict]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=list(SIZES), default="default")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="parallel processes (1: in this process)")
-    p.add_argument("--gt-smoother", default=blend.GT_SMOOTHER,
-                   help="smoother for photo GTs, 'name:key=value,...' (default %(default)s)")
+    add_build_arguments(p, SIZES)
     p.add_argument("--over-smoother", default=OVER_SMOOTHER,
                    help="over-smoother for art and cartoons; 'a+b' chains (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a different dataset in --out (without it, only resume the same one)")
     return p.parse_args(argv)
 
 

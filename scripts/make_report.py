@@ -47,7 +47,7 @@ from csgis.train import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = "configs/reports/demo.yaml"
-METRICS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+METRICS = evaluation.METRIC_KEYS
 NOTES_MARKER = "<!-- notes: everything below this line is written by people; make_report.py keeps it -->"
 # Config keys that only say where a run lives, not what it trains.
 NOT_TRAINING_KEYS = ("name", "experiments_dir", "resume")
@@ -398,16 +398,6 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
-def blend_means(rows: list[dict], method: str, blends: dict[str, str]) -> dict:
-    """{blend: {n, <metric>: mean}} of one method's per-image rows, and 'all'."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["method"] == method:
-            for g in (blends.get(r["name"], "?"), "all"):
-                groups.setdefault(g, []).append(r)
-    return {g: {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs) for k in METRICS}} for g, rs in groups.items()}
-
-
 def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
     """The held-out benchmark (plan.heldout.data, built when missing): input, the classical smoothers
     tuned on its val split, every finished run and the shipped smoother, per blend."""
@@ -422,13 +412,13 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
     blends = {sample: v["blend"] for sample, v in info.get("samples", {}).items()}
     print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
     base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json")
-    table = {"input": blend_means(base["images"], evaluation.INPUT_ROW, blends)}
+    table = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, blends)}
     for name in base["filters"]:
-        table[name.upper()] = blend_means(base["images"], name, blends)
+        table[name.upper()] = evaluation.group_means(base["images"], name, blends)
     per_run = {}
     for name in records:
         scores = score_run(ROOT / plan.experiments / name, data, "latest", "test", prefix="heldout_")
-        per_run[name] = blend_means(scores["images"], name, blends)
+        per_run[name] = evaluation.group_means(scores["images"], name, blends)
     for row in plan.rows:
         runs = [per_run[n] for n, r in records.items() if r["row"] == row.name]
         if runs:
@@ -437,12 +427,12 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
     if args.shipped and (ROOT / args.shipped).is_file():
         shipped = score_weights(ROOT / args.shipped, data, "test", ROOT / plan.experiments / "heldout_shipped.json",
                                 "shipped")
-        table["shipped"] = blend_means(shipped["images"], "shipped", blends)
+        table["shipped"] = evaluation.group_means(shipped["images"], "shipped", blends)
         for scale in plan.heldout.get("scales", []):  # show.py --scale: smoothing at another resolution
             name = f"shipped, scale {scale:g}"
             scored = score_weights(ROOT / args.shipped, data, "test",
                                    ROOT / plan.experiments / f"heldout_shipped_scale{scale:g}.json", name, scale=scale)
-            table[name] = blend_means(scored["images"], name, blends)
+            table[name] = evaluation.group_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}
 

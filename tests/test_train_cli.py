@@ -27,6 +27,17 @@ def tiny_yaml(path: Path, demo_root: Path, exp_dir: Path, **train) -> Path:
     return path
 
 
+def wait_for_step(run: Path, step: int, timeout: float = 120) -> None:
+    """Wait until a training process started on `run` has logged `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = run / "train.log"
+        if log.is_file() and f"step {step} " in log.read_text():
+            return
+        time.sleep(0.2)
+    pytest.fail("training did not start in time")
+
+
 # ----------------------------------------------------------------------------- errors
 def test_unknown_override_key_exits_2_naming_the_key():
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
@@ -69,14 +80,7 @@ def test_sigterm_saves_a_state_then_resume_and_refusal(tmp_path, demo_root, caps
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            log = run / "train.log"
-            if log.is_file() and "step 2 " in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not start in time")
+        wait_for_step(run, 2)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -109,14 +113,7 @@ def test_sigterm_to_the_whole_process_group_with_workers_saves_a_state(tmp_path,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            log = run / "train.log"
-            if log.is_file() and "step 3 " in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not start in time")
+        wait_for_step(run, 3)
         os.killpg(proc.pid, signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:

@@ -81,19 +81,18 @@ def random_scene(rng: np.random.Generator, height: int, width: int,
         mask = _shape_mask(rng, shape_class, height, width)
         under = image[mask].mean(0) if mask.any() else background
         # a colour clearly different from what it covers, so every outline is a real edge
-        for _ in range(20):
-            colour = rng.uniform(25, 230, 3)
-            if np.abs(colour - under).max() > 70:
-                break
+        colour = _contrasting(rng, under, low=25, high=230)
         image[mask] = _gradient(rng, height, width, colour, rng.uniform(10, 35))[mask]
         label[mask] = shape_class
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
-def _contrasting(rng: np.random.Generator, under: np.ndarray, gap: float = 70) -> np.ndarray:
-    """A random colour whose largest channel difference from `under` exceeds `gap` (20 tries)."""
+def _contrasting(rng: np.random.Generator, under: np.ndarray, gap: float = 70,
+                 low: float = 20, high: float = 235) -> np.ndarray:
+    """A random colour in [low, high) whose largest channel difference from `under` exceeds `gap`
+    (20 tries)."""
     for _ in range(20):
-        colour = rng.uniform(20, 235, 3)
+        colour = rng.uniform(low, high, 3)
         if np.abs(colour - under).max() > gap:
             break
     return colour

@@ -195,15 +195,10 @@ def score(python: str, device: str, dry: bool, data: Path, timeout: float, out: 
 
 def blend_means(images: list[dict], heldout: Path) -> dict:
     """{method: {blend or 'all': {metric: mean}}} of evaluate.py's per-image rows on the held-out benchmark."""
+    from csgis.evaluation import group_means
     info = json.loads((heldout / "dataset.json").read_text())
     blends = {name: v["blend"] for name, v in info.get("samples", {}).items()}
-    groups: dict = {}
-    for row in images:
-        for group in (blends.get(row["name"], "?"), "all"):
-            groups.setdefault(row["method"], {}).setdefault(group, []).append(row)
-    metrics = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
-    return {method: {g: {"n": len(rows), **{k: sum(r[k] for r in rows) / len(rows) for k in metrics}}
-                     for g, rows in by_group.items()} for method, by_group in groups.items()}
+    return {method: group_means(images, method, blends) for method in dict.fromkeys(r["method"] for r in images)}
 
 
 def main(argv: list[str] | None = None) -> int:
