@@ -282,6 +282,16 @@ def load_segmenter(path: str | os.PathLike, output_stride: int = 16, map_locatio
 
 
 # ------------------------------------------------------------------------------- writing files
+def init_smoother(model: Smoother, path: str | os.PathLike) -> None:
+    """Copy the weights of the smoother checkpoint at `path` into `model` (model.init: fine-tuning)."""
+    source = load_smoother(path)
+    if source.arch != model.arch:
+        raise CheckpointError(f"{path}: model.init is a {source.arch} smoother, the config builds {model.arch}")
+    if source.channel_order != "rgb":
+        raise CheckpointError(f"{path}: model.init reads {source.channel_order.upper()} images; training is RGB")
+    model.load_state_dict(source.state_dict())
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike, verify: bool = True) -> None:
     """torch.save to a temporary file in the same folder, then os.replace: readers never see half a file.
 

@@ -31,6 +31,8 @@ class ModelConfig:
     descriptor_blocks: int = 12    # HDC blocks in the shared descriptor (release test script: 20)
     coarse_blocks: int = 3         # HDC blocks in the coarse head
     refine_blocks: int = 6         # HDC blocks in the refine head
+    # Fine-tuning: the optimizer and schedule start afresh; resume continues a run instead.
+    init: str = ""                 # a smoother checkpoint whose weights start the run (same architecture)
 
 
 @dataclass

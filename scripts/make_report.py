@@ -91,6 +91,7 @@ class Plan:
     grid: dict = field(default_factory=dict)
     regions: dict = field(default_factory=dict)
     heldout: dict = field(default_factory=dict)
+    also_shipped: list[str] = field(default_factory=list)  # other shipped smoothers, scored beside `shipped`
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -109,7 +110,7 @@ def load_plan(path: str) -> Plan:
         raise ReportError(f"{path}: a report definition needs a list of 'rows' (is it a training config? "
                           f"the report definitions are in configs/reports/)")
     known = {"data", "experiments", "out", "shipped", "seeds", "baselines", "verdicts", "training_length",
-             "train_split", "segmenter", "grid", "rows", "regions", "heldout"}
+             "train_split", "segmenter", "grid", "rows", "regions", "heldout", "also_shipped"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ReportError(f"{path}: unknown key(s) {unknown}")
@@ -138,7 +139,7 @@ def load_plan(path: str) -> Plan:
                 training_length=list(raw.get("training_length") or []),
                 train_split=list(raw.get("train_split") or []), segmenter=str(raw.get("segmenter") or ""),
                 grid=dict(raw.get("grid") or {}), regions=dict(raw.get("regions") or {}),
-                heldout=dict(raw.get("heldout") or {}))
+                heldout=dict(raw.get("heldout") or {}), also_shipped=[str(f) for f in raw.get("also_shipped") or []])
     named = [*plan.verdicts, *plan.training_length, *plan.train_split,
              *([plan.segmenter] if plan.segmenter else []), *([plan.grid["run"]] if plan.grid.get("run") else [])]
     missing = sorted({n for n in named if n not in names})
@@ -433,6 +434,10 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
             scored = score_weights(ROOT / args.shipped, data, "test",
                                    ROOT / plan.experiments / f"heldout_shipped_scale{scale:g}.json", name, scale=scale)
             table[name] = evaluation.group_means(scored["images"], name, blends)
+    for weights in plan.also_shipped:  # rows labelled by their file
+        scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{Path(weights).stem}.json",
+                               weights)
+        table[weights] = evaluation.group_means(scored["images"], weights, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}
 
@@ -518,6 +523,8 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
     if args.shipped and (ROOT / args.shipped).is_file():
         shipped_test = score_weights(ROOT / args.shipped, args.data, "test", ROOT / plan.experiments / "test_shipped.json",
                                      "shipped")["methods"]["shipped"]
+    also_test = {f: score_weights(ROOT / f, args.data, "test", ROOT / plan.experiments / f"test_{Path(f).stem}.json",
+                                  f)["methods"][f] for f in plan.also_shipped}
     return {
         "environment": environment(), "report": plan.path, "data": args.data, "seeds": plan.seeds,
         "dataset": {"name": info.get("name"), "counts": info.get("counts"), "test_only_textures": sorted(test_only),
@@ -539,6 +546,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
         "regions": region_results,
         "heldout": heldout_results,
         "shipped_test": shipped_test,
+        "also_shipped_test": also_test,
         "failed": failed,
     }
 
@@ -618,6 +626,9 @@ def tables(plan: Plan, res: dict) -> str:
     if st:
         add(f"| shipped `{res['shipped']['file']}` | {_f(st['psnr_paper']['mean'], 2)} | {_f(st['ssim_paper']['mean'], 4)} | "
             f"{_f(st['psnr_standard']['mean'], 2)} | {_f(st['ssim_standard']['mean'], 4)} | |")
+    for file, st in (res.get("also_shipped_test") or {}).items():
+        add(f"| shipped `{file}` | {_f(st['psnr_paper']['mean'], 2)} | {_f(st['ssim_paper']['mean'], 4)} | "
+            f"{_f(st['psnr_standard']['mean'], 2)} | {_f(st['ssim_standard']['mean'], 4)} | |")
     add("")
     add("Training time: the sum of the training epochs' wall time (validation and checkpoints not included).")
     add("")
@@ -664,6 +675,7 @@ def tables(plan: Plan, res: dict) -> str:
         add("|---|" + "---|" * len(blends))
         for label, cells in table.items():
             title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
+                     f"shipped `{label}`" if label in (res.get("also_shipped_test") or {}) else
                      label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label.startswith("shipped")
                      else label)
             add(f"| {title} | " + " | ".join(

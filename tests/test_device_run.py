@@ -15,7 +15,8 @@ def test_the_device_run_dry_runs_every_step_within_its_budget(repo_root, tmp_pat
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(repo_root / "scripts" / "device" / "run.sh"), str(out)], capture_output=True,
                           text=True, timeout=BUDGET + 180,
-                          env=dict(os.environ, CSGIS_DEVICE="cpu", CSGIS_BUDGET_S=str(BUDGET), OMP_NUM_THREADS="1"))
+                          env=dict(os.environ, CSGIS_DEVICE="cpu", CSGIS_BUDGET_S=str(BUDGET), OMP_NUM_THREADS="1",
+                                   CSGIS_BENCHMARK="1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and summary["elapsed_s"] <= BUDGET + 30
@@ -30,21 +31,24 @@ def test_the_device_run_dry_runs_every_step_within_its_budget(repo_root, tmp_pat
     assert training["steps"] > 0 and training["stopped_by_time"] and training["weights"] == "final.pth"
     assert 0 < training["test"]["model"]["psnr_paper"] < 100
     # ... and on the held-out benchmark, per blend (4 images in the dry run: --max-images 4).
-    assert summary["data"]["heldout"]["status"] == 0
+    assert summary["data"]["heldout"]["status"] == 0 and summary["data"]["rich"]["status"] == 0
+    assert any(o.endswith("/rich") and o.startswith("data.root=") for o in training["overrides"])
     heldout = training["test"]["heldout"]
     assert heldout["status"] == 0 and heldout["model"]["all"]["n"] == heldout["input"]["all"]["n"] > 0
     assert set(heldout["model"]) <= {"all", "gray", "colour"} and 0 < heldout["model"]["all"]["psnr_paper"] < 100
     # What the GPU machine gives back: at most 8 files, each under 16 MiB, no folders.
     files = list(out.iterdir())
     assert len(files) <= 8 and all(f.is_file() and f.stat().st_size < 16 * 2**20 for f in files), files
-    assert {f.name for f in files} >= {"summary.json", "cuda_tests.log", "benchmark.json", "final.pth", "train.log"}
+    assert {f.name for f in files} >= {"summary.json", "cuda_tests.log", "benchmark.json", "final.pth", "train.log",
+                                       "heldout_metrics.json"}
     from csgis.checkpoint import load_smoother
     assert load_smoother(out / "final.pth").arch["width"] == 8
 
 
 def test_the_device_path_needs_no_opencv_contrib(repo_root, tmp_path, demo_root):
-    """The GPU machine has opencv-python-headless, not the contrib build: building the demo data,
-    training with data.pipeline=device and scoring must not touch cv2.ximgproc."""
+    """The GPU machine has opencv-python-headless, not the contrib build: building the demo, rich
+    and held-out data, drawing online-blended samples (configs/device.yaml), training with
+    data.pipeline=device and scoring must not touch cv2.ximgproc."""
     script = tmp_path / "no_contrib.py"
     script.write_text(f"""
 import sys, cv2
@@ -55,6 +59,15 @@ cv2.ximgproc = Missing()
 sys.modules["cv2.ximgproc"] = None
 import make_demo_data
 assert make_demo_data.main(["--out", {str(tmp_path / "data")!r}, "--size", "tiny", "--workers", "1"]) == 0
+import make_rich_data, make_heldout
+assert make_rich_data.main(["--out", {str(tmp_path / "rich")!r}, "--size", "tiny", "--workers", "1"]) == 0
+assert make_heldout.main(["--out", {str(tmp_path / "heldout")!r}, "--size", "tiny"]) == 0
+from csgis.config import load_config
+from csgis.data.datasets import build_dataset
+device = load_config({str(repo_root / "configs" / "device.yaml")!r},
+                     ["data.root=" + {str(tmp_path / "rich")!r}, "data.textures=" + {str(tmp_path / "rich" / "textures")!r}])
+online = build_dataset(device.data, "train", True)
+assert [tuple(online[i]["input"].shape) for i in range(2)] == [(3, 128, 128)] * 2
 sys.path.insert(0, {str(repo_root / "tests")!r})
 from _helpers import tiny_config
 from csgis.train import train

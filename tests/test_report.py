@@ -156,8 +156,9 @@ def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     files, 2x/4x/8x as scaled epochs and milestones, ten times the semantic weight, the rich data."""
     plan = make_report.load_plan(str(ROOT / "configs" / "reports" / "demo.yaml"))
     runs = {r.name: r for r in make_report.planned_runs(plan)}
-    first_only = {"full_trainbn", "full_2x", "full_4x", "full_8x", "rich", "rich_8x", "rich_baseline", "rich_gram"}
-    assert set(runs) == {f"{row}_s{s}" for row in ("baseline", "contrastive", "semantic", "full", "full_seg10x")
+    first_only = {"full_trainbn", "full_2x", "full_4x", "full_8x", "rich_8x", "rich_gram"}
+    assert set(runs) == {f"{row}_s{s}" for row in ("baseline", "contrastive", "semantic", "full", "full_seg10x", "rich",
+                                                   "rich_baseline", "rich_contrastive", "rich_semantic")
                          for s in (0, 1)} | {f"{row}_s0" for row in first_only}
     demo = load_config(ROOT / "configs" / "demo.yaml")
 
@@ -174,6 +175,10 @@ def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     assert resolved("rich_8x_s0").train.epochs == 8 * rich.train.epochs
     assert (resolved("rich_baseline_s0").loss.contrastive, resolved("rich_baseline_s0").loss.segmentation) == (0, 0)
     assert resolved("rich_gram_s0").loss.gram_normalize and not rich.loss.gram_normalize
+    assert (resolved("rich_contrastive_s1").loss.contrastive, resolved("rich_contrastive_s1").loss.segmentation) \
+        == (rich.loss.contrastive, 0)
+    assert (resolved("rich_semantic_s1").loss.contrastive, resolved("rich_semantic_s1").loss.segmentation) \
+        == (0, rich.loss.segmentation)
 
 
 def test_staleness_ignores_where_a_run_lives(demo_root, tmp_path):

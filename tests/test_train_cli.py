@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import train as train_cli
@@ -203,3 +204,23 @@ def test_demo_configs_chain_and_need_no_downloads():
     assert demo.train.freeze_bn and not load_config(ROOT / "configs" / "paper.yaml").train.freeze_bn
     assert demo.loss.vgg_weights == "random" and demo.loss.segmentation > 0 and demo.loss.contrastive > 0
     assert demo.model.width <= 32 and seg.loss.seg_normalize == demo.loss.seg_normalize
+
+
+def test_model_init_starts_from_a_checkpoints_weights(tmp_path, demo_root, capsys):
+    """model.init (fine-tuning): the run starts from the file's weights; another architecture is
+    one clear line and exit 2, before anything is trained."""
+    from csgis.checkpoint import load_smoother
+    config = tiny_yaml(tmp_path / "c.yaml", demo_root, tmp_path / "exp")
+    assert train_cli.main(["--config", str(config), "train.epochs=1"]) == 0
+    start = tmp_path / "exp" / "cli" / "models" / "latest.pth"
+    # At a vanishing learning rate the fine-tuned run ends where it began; a fresh one does not.
+    for name, init in (("tuned", [f"model.init={start}"]), ("fresh", [])):
+        assert train_cli.main(["--config", str(config), f"name={name}", "train.epochs=1", "train.lr=1e-30", *init]) == 0
+    begun = dict(load_smoother(start).named_parameters())  # (BatchNorm's running statistics do move)
+    for name, same in (("tuned", True), ("fresh", False)):
+        ended = dict(load_smoother(tmp_path / "exp" / name / "models" / "latest.pth").named_parameters())
+        assert all(torch.allclose(ended[k], v, atol=1e-6) for k, v in begun.items()) == same, name
+    capsys.readouterr()
+    code = train_cli.main(["--config", str(config), "name=wider", f"model.init={start}", "model.width=6"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and str(start) in err and "model.init" in err

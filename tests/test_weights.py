@@ -9,11 +9,23 @@ from csgis.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 SMOOTHER = ROOT / "weights" / "demo_smoother.pth"
 SEGMENTER = ROOT / "weights" / "demo_segmenter.pth"
+RICH = ROOT / "weights" / "rich_smoother.pth"
 
 
 def test_sizes_within_the_limits():
     assert SMOOTHER.stat().st_size <= 10 * 2 ** 20
     assert SEGMENTER.stat().st_size <= 25 * 2 ** 20
+    assert RICH.stat().st_size < 12 * 10 ** 6   # the generalisation issue's limit
+
+
+def _smooths_a_checkerboard(model) -> None:
+    """A flat image with a high-frequency checkerboard on it: the output is closer to the flat image."""
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2).float() * 0.2 - 0.1
+    with torch.no_grad():
+        out = model(flat + checker).prediction
+    assert torch.isfinite(out).all()
+    assert (out - flat).abs().mean() < (checker).abs().mean()
 
 
 def test_smoother_is_the_demo_architecture_and_smooths():
@@ -27,13 +39,22 @@ def test_smoother_is_the_demo_architecture_and_smooths():
     assert raw["config"]["loss"]["contrastive"] == demo.loss.contrastive
     assert raw["config"]["loss"]["segmentation"] == demo.loss.segmentation
     assert raw["config"]["train"]["freeze_bn"] is True
-    # A flat image with a high-frequency checkerboard on it: the output is closer to the flat image.
-    flat = torch.full((1, 3, 48, 48), 0.5)
-    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2).float() * 0.2 - 0.1
-    with torch.no_grad():
-        out = model(flat + checker).prediction
-    assert torch.isfinite(out).all()
-    assert (out - flat).abs().mean() < (checker).abs().mean()
+    _smooths_a_checkerboard(model)
+
+
+def test_rich_smoother_is_the_device_config_fine_tuned():
+    """weights/rich_smoother.pth: configs/device.yaml (paper width, rich data, online blending, every
+    loss term), the second GPU window, which went on from the first one's weights at a lower rate."""
+    raw = torch.load(RICH, map_location="cpu", weights_only=True)
+    device = load_config(ROOT / "configs" / "device.yaml")
+    model = load_smoother(RICH)
+    assert model.arch == {"width": 64, "descriptor_blocks": 12, "coarse_blocks": 3, "refine_blocks": 6}
+    config = raw["config"]
+    assert config["data"]["format"] == "online" and config["model"]["init"]
+    assert config["train"]["lr"] < device.train.lr and config["train"]["batch_size"] == device.train.batch_size
+    assert (config["loss"]["contrastive"], config["loss"]["segmentation"]) == (device.loss.contrastive,
+                                                                             device.loss.segmentation)
+    _smooths_a_checkerboard(model)
 
 
 def test_segmenter_has_the_demo_classes():

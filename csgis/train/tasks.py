@@ -149,6 +149,9 @@ class SmoothingTask(Task):
         from csgis.models.smoother import build_smoother
         # The order of construction is part of a run's seed: smoother, segmenter, VGG.
         self.model = build_smoother(cfg.model)
+        if cfg.model.init:
+            from csgis.checkpoint import init_smoother
+            init_smoother(self.model, cfg.model.init)
         self.loss_segmenter = build_loss_segmenter(cfg, device, channels_last)
         self.loss = CSGISLoss(cfg.loss, vgg=build_vgg(cfg, device, channels_last),
                               segmenter=self.loss_segmenter, seed=cfg.seed)
