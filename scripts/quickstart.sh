@@ -36,3 +36,4 @@ $PY dataset_utils/make_heldout.py --out data/heldout
 $PY scripts/evaluate.py --checkpoint "$CKPT" --data data/heldout --split test --name "CSGIS-Net (demo)" \
     --json "$OUT/heldout_metrics.json" || [ $? -eq 1 ]
 echo "done: $OUT/comparison.png (input | CSGIS-Net | GT), $OUT/metrics.json, $OUT/heldout_metrics.json"
+echo "for your own images: weights/rich_smoother.pth (paper width, scores higher on the held-out benchmark; README)"
