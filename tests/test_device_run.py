@@ -99,3 +99,22 @@ def test_profile_step_splits_a_training_step_into_smoother_and_criterion(repo_ro
         assert row["patches_per_s"] == pytest.approx(2 / (row["step_ms"] / 1000))
     text = (tmp_path / "profile_step.txt").read_text()
     assert "profile of 5 steps, channels_last" in text and "aten::" in text
+
+
+def test_a_gpu_window_goes_on_from_the_shipped_weights(repo_root, tmp_path, monkeypatch):
+    """Unset CSGIS_TRAIN_OVERRIDES: the window fine-tunes weights/rich_smoother.pth (an architecture
+    configs/device.yaml builds); '' trains from scratch; the dry run's tiny network never inits."""
+    sys.path.insert(0, str(repo_root / "scripts" / "device"))
+    import run
+    from csgis.checkpoint import load_smoother
+    from csgis.config import load_config
+    monkeypatch.delenv("CSGIS_TRAIN_OVERRIDES", raising=False)
+    cmd = run.train_command("python", "cuda", False, tmp_path / "data", tmp_path)
+    inits = [o for o in cmd if o.startswith("model.init=")]
+    assert inits == [f"model.init={run.CONTINUE[0]}"] and f"train.lr={run.CONTINUE[1]}" in cmd
+    device = load_config(repo_root / "configs" / "device.yaml")
+    assert load_smoother(repo_root / run.CONTINUE[0]).arch == {
+        k: getattr(device.model, k) for k in ("width", "descriptor_blocks", "coarse_blocks", "refine_blocks")}
+    assert not any(o.startswith("model.init=") for o in run.train_command("python", "cpu", True, tmp_path, tmp_path))
+    monkeypatch.setenv("CSGIS_TRAIN_OVERRIDES", "")
+    assert not any(o.startswith("model.init=") for o in run.train_command("python", "cuda", False, tmp_path, tmp_path))
