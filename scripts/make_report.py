@@ -236,7 +236,7 @@ def score_weights(weights: Path, data: str, split: str, cache: Path, label: str,
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("scale", 1.0) == scale \
-                and (pred_dir is None or pred_dir.is_dir()):
+                and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
                                        scale=scale)
@@ -435,9 +435,12 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
                                    ROOT / plan.experiments / f"heldout_shipped_scale{scale:g}.json", name, scale=scale)
             table[name] = evaluation.group_means(scored["images"], name, blends)
     for weights in plan.also_shipped:  # rows labelled by their file
-        scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{Path(weights).stem}.json",
-                               weights)
-        table[weights] = evaluation.group_means(scored["images"], weights, blends)
+        for scale in [1.0, *plan.heldout.get("scales", [])]:
+            name = weights if scale == 1.0 else f"{weights}, scale {scale:g}"
+            suffix = "" if scale == 1.0 else f"_scale{scale:g}"
+            scored = score_weights(ROOT / weights, data, "test",
+                                   ROOT / plan.experiments / f"heldout_also_{Path(weights).stem}{suffix}.json", name, scale=scale)
+            table[name] = evaluation.group_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}
 
@@ -523,7 +526,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
     if args.shipped and (ROOT / args.shipped).is_file():
         shipped_test = score_weights(ROOT / args.shipped, args.data, "test", ROOT / plan.experiments / "test_shipped.json",
                                      "shipped")["methods"]["shipped"]
-    also_test = {f: score_weights(ROOT / f, args.data, "test", ROOT / plan.experiments / f"test_{Path(f).stem}.json",
+    also_test = {f: score_weights(ROOT / f, args.data, "test", ROOT / plan.experiments / f"test_also_{Path(f).stem}.json",
                                   f)["methods"][f] for f in plan.also_shipped}
     return {
         "environment": environment(), "report": plan.path, "data": args.data, "seeds": plan.seeds,
@@ -675,7 +678,8 @@ def tables(plan: Plan, res: dict) -> str:
         add("|---|" + "---|" * len(blends))
         for label, cells in table.items():
             title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
-                     f"shipped `{label}`" if label in (res.get("also_shipped_test") or {}) else
+                     "shipped `{}`{}{}".format(*label.partition(",")) if label.partition(",")[0]
+                     in (res.get("also_shipped_test") or {}) else
                      label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label.startswith("shipped")
                      else label)
             add(f"| {title} | " + " | ".join(

@@ -12,6 +12,7 @@ from csgis.config import load_config, to_dict
 from csgis.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("n", "psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
 
 
 def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **changes) -> Path:
@@ -105,6 +106,9 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     (out / "RESULTS.md").write_text(text.replace("(none yet)", "Our reading: full_2x is longer."))
     shipped = tmp_path / "shipped.pth"
     shipped.write_bytes((exp / "full_2x_s0" / "models" / "latest.pth").read_bytes())
+    other = tmp_path / "other.pth"  # ... and the same bytes as another shipped file
+    other.write_bytes(shipped.read_bytes())
+    tiny_plan(tmp_path, demo_root, also_shipped=[str(other)])
     capsys.readouterr()
     assert make_report.main(argv + ["--no-train", "--shipped", str(shipped)]) == 0
     assert "$ " not in capsys.readouterr().out
@@ -115,6 +119,10 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert again["shipped_test"]["psnr_paper"]["mean"] == again["runs"]["full_2x_s0"]["test"]["psnr_paper"]["mean"]
     text = (out / "RESULTS.md").read_text()
     assert "Our reading: full_2x is longer." in text and f"`{shipped}` is the final weights of `full_2x_s0`" in text
+    also, first = again["also_shipped_test"][str(other)], again["shipped_test"]
+    assert {k: also[k] for k in METRICS} == {k: first[k] for k in METRICS}
+    assert again["heldout"]["table"][str(other)] == again["heldout"]["table"]["shipped"]
+    assert f"| shipped `{other}`, scale 2 | " in text and text.count(f"| shipped `{other}` | ") == 2
 
     # The config edited after training: the full rows no longer match and are reported missing, never
     # mixed in (baseline pins the edited key with its own override, so it still matches) ...
