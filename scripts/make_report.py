@@ -425,21 +425,13 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
         if runs:
             table[row.name] = {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}}
                                for g in runs[0]}
-    if args.shipped and (ROOT / args.shipped).is_file():
-        shipped = score_weights(ROOT / args.shipped, data, "test", ROOT / plan.experiments / "heldout_shipped.json",
-                                "shipped")
-        table["shipped"] = evaluation.group_means(shipped["images"], "shipped", blends)
-        for scale in plan.heldout.get("scales", []):  # show.py --scale: smoothing at another resolution
-            name = f"shipped, scale {scale:g}"
-            scored = score_weights(ROOT / args.shipped, data, "test",
-                                   ROOT / plan.experiments / f"heldout_shipped_scale{scale:g}.json", name, scale=scale)
-            table[name] = evaluation.group_means(scored["images"], name, blends)
-    for weights in plan.also_shipped:  # rows labelled by their file
+    # Shipped files at 1x and at each show.py --scale: the shipped smoother as "shipped", the others by file.
+    shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
+    for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
         for scale in [1.0, *plan.heldout.get("scales", [])]:
-            name = weights if scale == 1.0 else f"{weights}, scale {scale:g}"
-            suffix = "" if scale == 1.0 else f"_scale{scale:g}"
-            scored = score_weights(ROOT / weights, data, "test",
-                                   ROOT / plan.experiments / f"heldout_also_{Path(weights).stem}{suffix}.json", name, scale=scale)
+            name, suffix = (label, "") if scale == 1.0 else (f"{label}, scale {scale:g}", f"_scale{scale:g}")
+            scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{stem}{suffix}.json",
+                                   name, scale=scale)
             table[name] = evaluation.group_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}

@@ -9,10 +9,11 @@ import yaml
 import make_report
 from _helpers import tiny_config
 from csgis.config import load_config, to_dict
+from csgis.evaluation import METRIC_KEYS
 from csgis.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("n", "psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+METRICS = ("n", *METRIC_KEYS)
 
 
 def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **changes) -> Path:
