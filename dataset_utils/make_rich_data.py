@@ -10,7 +10,8 @@ Structure images (ground truths), each with its over-smoothed negative:
   - *photo*: crops of the same photographs smoothed by the GT smoother (as the demo's photos).
   The photographs are synthetic.PHOTOS, divided between the splits; none is a held-out benchmark
   source (csgis.data.heldout; tests/test_heldout.py checks it).
-Textures (csgis.data.textures, every family, gray and colour, periodic): `textures/` is the
+Textures (csgis.data.textures, every family, gray and colour, periodic; --colour-textures multi
+  adds multi-coloured ones to the duotones): `textures/` is the
   training pool that online blending draws from (configs/rich.yaml); `textures_eval/` holds other
   draws of the same families for the stored val/test inputs, so those are never a training texture.
 Each structure also gets stored inputs (blend.blend_layer: gray or colour, scale 0.5-2,
@@ -51,13 +52,17 @@ OVER_SMOOTHER = blend.OVER_SMOOTHER + "+gaussian:sigma=2.0"  # as the demo scene
 VERSION = 1
 
 
-def plan_textures(rng: np.random.Generator, size: dict, folder: str) -> list[dict]:
-    """One entry per texture of a pool: every family, gray and colour, per_family of each."""
+COLOUR_TEXTURES = ("duotone", "multi")
+STYLE_LETTERS = {"gray": "g", "duotone": "c", "multi": "m"}
+
+
+def plan_textures(rng: np.random.Generator, size: dict, folder: str, styles=("gray", "duotone")) -> list[dict]:
+    """One entry per texture of a pool: every family in every colour style, per_family of each."""
     plan = []
     for family in textures.ALL_FAMILIES:
-        for colour in (False, True):
+        for colour in styles:
             for i in range(size["per_family"]):
-                plan.append({"name": f"{family}_{'c' if colour else 'g'}{i:02d}", "folder": folder,
+                plan.append({"name": f"{family}_{STYLE_LETTERS[colour]}{i:02d}", "folder": folder,
                              "family": family, "colour": colour, "side": int(rng.choice(size["texture_sides"])),
                              "seed": int(rng.integers(2**31))})
     return plan
@@ -135,6 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_build_arguments(p, SIZES)
+    p.add_argument("--colour-textures", choices=COLOUR_TEXTURES, default="duotone",
+                   help="colour textures besides the gray ones: duotone (colour along one direction; "
+                        "the data of the report's rich rows) or multi (duotone and multi-coloured "
+                        "textures, textures.make_texture) (default %(default)s)")
     p.add_argument("--over-smoother", default=OVER_SMOOTHER,
                    help="over-smoother for art and cartoons; 'a+b' chains (default %(default)s)")
     return p.parse_args(argv)
@@ -149,6 +158,8 @@ def main(argv=None) -> int:
         out = Path(args.out)
         config = {"size": args.size, "version": VERSION, "gt_smoother": args.gt_smoother,
                   "over_smoother": args.over_smoother}
+        if args.colour_textures != "duotone":  # the default build keeps the identity it had before the option
+            config["colour_textures"] = args.colour_textures
         identity = {"name": f"csgis-rich-{args.size}", "builder": BUILDER, "seed": args.seed,
                     "config": dict(config, seed=args.seed)}
         state = prepare_output_dir(out, identity, args.overwrite)
@@ -162,9 +173,15 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     pools = {folder: plan_textures(rng, size, folder) for folder in ("textures", "textures_eval")}
-    texture_jobs = [dict(t, root=str(out)) for pool in pools.values() for t in pool]
     jobs = plan_structures(rng, size, [t["name"] for t in pools["textures_eval"]],
                            [t["name"] for t in pools["textures"]])
+    if args.colour_textures == "multi":
+        # drawn from their own generator after the plan above, so the structures, their stored
+        # inputs and the gray and duotone textures are those of the duotone build
+        extra = np.random.default_rng([args.seed, 1])
+        for folder, pool in pools.items():
+            pool += plan_textures(extra, size, folder, ("multi",))
+    texture_jobs = [dict(t, root=str(out)) for pool in pools.values() for t in pool]
     for job in jobs:
         job.update(root=str(out), gt_smoother=args.gt_smoother, over_smoother=args.over_smoother)
     try:

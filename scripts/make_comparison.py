@@ -1,7 +1,7 @@
 """Side-by-side comparison image: input | method 1 | method 2 | ... | GT, for a few samples of a split.
 
     python scripts/make_comparison.py --data data/demo --split test --method ours=results/ours \
-        --method L0=results/baselines/l0 --out docs/comparison.png [--n 6] [--cell 224]
+        --method L0=results/baselines/l0 --out docs/comparison.png [--n 6 | --ids ID,ID,...] [--cell 224]
 
 Each method folder holds one PNG per sample named <id>.png (as show.py and baselines.py --save
 write them; searched recursively). Samples are picked one per structure image, mixing kinds.
@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=6, help="number of samples (rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cell", type=int, default=224)
+    p.add_argument("--ids", default="", help="comma-separated sample ids to show, in order (instead of --n/--seed)")
     args = p.parse_args(argv)
     root = Path(args.data)
     try:
@@ -37,7 +38,14 @@ def main(argv=None) -> int:
                 raise ValueError(f"--method {item!r}: expected NAME=DIR with an existing folder")
             methods.append((name, {f.stem: f for f in list_images(folder)}))
         rows = read_manifest(root, split=args.split)
-        chosen = pick_samples(rows, args.n, args.seed)
+        if args.ids:
+            by_id = {row["id"]: row for row in rows}
+            missing = [i for i in args.ids.split(",") if i not in by_id]
+            if missing:
+                raise ValueError(f"--ids: no sample {missing[0]!r} in the {args.split} split of {root}")
+            chosen = [by_id[i] for i in args.ids.split(",")]
+        else:
+            chosen = pick_samples(rows, args.n, args.seed)
         grid_rows = []
         for row in chosen:
             cells = [read_image(root / row["input"])]

@@ -24,6 +24,25 @@ def test_every_family_is_seeded_gray_or_colour(family):
     assert a.std() > 10  # a pattern, not a flat patch
 
 
+def _chroma_spread(texture: np.ndarray) -> np.ndarray:
+    """Singular values of the texture's colours, mean removed (how many directions the colour varies in)."""
+    rgb = texture.reshape(-1, 3).astype(np.float64)
+    return np.linalg.svd(rgb - rgb.mean(0), compute_uv=False)
+
+
+@pytest.mark.parametrize("family", ["spectral", "cells", "mosaic", "resynth"])
+def test_multi_coloured_textures_vary_in_two_colour_directions_and_duotones_in_one(family):
+    duo = [_chroma_spread(textures.make_texture(family, np.random.default_rng(k), 64, "duotone")) for k in range(4)]
+    multi = [_chroma_spread(textures.make_texture(family, np.random.default_rng(k), 64, "multi")) for k in range(4)]
+    assert np.median([s[1] / s[0] for s in duo]) < 0.35  # the hue shift adds a little
+    assert np.median([s[1] / s[0] for s in multi]) > 0.45
+    # True / False are the duotone and gray styles, drawn exactly as before the styles had names
+    assert np.array_equal(textures.make_texture(family, np.random.default_rng(5), 32, True),
+                          textures.make_texture(family, np.random.default_rng(5), 32, "duotone"))
+    with pytest.raises(ValueError, match="colour style"):
+        textures.make_texture(family, np.random.default_rng(5), 32, "rainbow")
+
+
 def test_generated_families_tile_without_seams_and_photo_crops_do_not():
     def median_seam(family):
         return np.median([textures.seam_ratio(textures.make_texture(family, np.random.default_rng(k), 64, k % 2 == 1))
@@ -67,6 +86,22 @@ def test_the_builder_makes_every_kind_in_every_split_and_keeps_eval_textures_apa
     assert all((rich / r["seg"]).is_file() == r["structure"].startswith("art") for r in rows if r["seg"])
     assert make_rich_data.main(["--out", str(rich), "--size", "tiny", "--workers", "1"]) == 0
     assert "resumed" in capsys.readouterr().out
+
+
+def test_multi_colour_textures_leave_the_structures_and_eval_inputs_as_they_were(rich, tmp_path):
+    import make_rich_data
+    out = tmp_path / "multi"
+    assert make_rich_data.main(["--out", str(out), "--size", "tiny", "--workers", "1",
+                                "--colour-textures", "multi"]) == 0
+    rows, multi_rows = read_manifest(rich), read_manifest(out)
+    assert rows == multi_rows
+    for key in ("gt", "input"):
+        assert all(np.array_equal(read_image(rich / r[key]), read_image(out / r[key])) for r in rows)
+    pool = {p.stem for p in (out / "textures").iterdir()}
+    assert pool == {p.stem for p in (rich / "textures").iterdir()} | {f"{f}_m00" for f in textures.ALL_FAMILIES}
+    # another dataset: the duotone build's folder is not resumed as a multi one
+    assert make_rich_data.main(["--out", str(rich), "--size", "tiny", "--workers", "1",
+                                "--colour-textures", "multi"]) == 2
 
 
 def test_online_blending_with_scale_colour_and_contrast(rich, tmp_path):

@@ -2,7 +2,8 @@
 
 Every generator returns a (size, size) float pattern that is PERIODIC over `size` (made in the
 Fourier domain, on a torus, or from waves whose periods divide `size`), so tiling shows no seams;
-`make_texture` turns it into an (size, size, 3) uint8 texture, gray or coloured.
+`make_texture` turns it into an (size, size, 3) uint8 texture: gray, or coloured along one colour
+direction (duotone) or two (multi).
 
 Families (FAMILIES):
   spectral   1/f^beta noise with random anisotropy and orientation (clouds, stains, bark-like streaks)
@@ -208,15 +209,31 @@ def pattern(family: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return raw / max(float(raw.max()), 1e-9)
 
 
-def make_texture(family: str, rng: np.random.Generator, size: int, colour: bool) -> np.ndarray:
-    """(size, size, 3) uint8 texture of `family`: gray, or mapped between two random colours with a
-    second, smooth pattern shifting the hue (so the colour varies with the pattern)."""
+COLOUR_STYLES = ("gray", "duotone", "multi")
+
+
+def make_texture(family: str, rng: np.random.Generator, size: int, colour: bool | str) -> np.ndarray:
+    """(size, size, 3) uint8 texture of `family` in one of COLOUR_STYLES (False/True: gray/duotone).
+
+    gray: the pattern as a gray image. duotone: the pattern mapped between two random colours, a
+    second, smooth pattern shifting the hue a little, so the colour varies along one direction.
+    multi: two independent draws of the family mapped along two colour directions (from a random
+    palette of three), so the colour varies in two directions, as in multi-coloured stones,
+    prints or foliage; the same small hue shift on top."""
+    style = {False: "gray", True: "duotone"}.get(colour, colour) if isinstance(colour, bool) else colour
+    if style not in COLOUR_STYLES:
+        raise ValueError(f"unknown colour style {colour!r}; choose from {COLOUR_STYLES}")
     p = pattern(family, rng, size)
-    if not colour:
+    if style == "gray":
         return np.repeat(np.rint(255 * p)[..., None], 3, axis=2).astype(np.uint8)
-    low, high = synthetic.palette(rng, 2).astype(np.float64)
-    shift = spectral_smooth(rng, size, 0.03)[..., None] * rng.uniform(0, 12, 3)
-    rgb = low + p[..., None] * (high - low) + shift
+    if style == "duotone":
+        low, high = synthetic.palette(rng, 2).astype(np.float64)
+        rgb = low + p[..., None] * (high - low)
+    else:
+        first, second, third = synthetic.palette(rng, 3).astype(np.float64)
+        q = pattern(family, rng, size)
+        rgb = first + p[..., None] * (second - first) + (q[..., None] - 0.5) * (third - (first + second) / 2)
+    rgb = rgb + spectral_smooth(rng, size, 0.03)[..., None] * rng.uniform(0, 12, 3)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
