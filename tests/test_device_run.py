@@ -118,3 +118,26 @@ def test_a_gpu_window_goes_on_from_the_shipped_weights(repo_root, tmp_path, monk
     assert not any(o.startswith("model.init=") for o in run.train_command("python", "cpu", True, tmp_path, tmp_path))
     monkeypatch.setenv("CSGIS_TRAIN_OVERRIDES", "")
     assert not any(o.startswith("model.init=") for o in run.train_command("python", "cuda", False, tmp_path, tmp_path))
+
+
+def test_the_learning_rate_drops_within_the_window(repo_root, tmp_path, monkeypatch):
+    """A window's schedule is fitted to its training seconds: epochs at EPOCH_S each, two drops;
+    CSGIS_EPOCH_S and overrides in CSGIS_TRAIN_OVERRIDES change it, the dry run has none."""
+    sys.path.insert(0, str(repo_root / "scripts" / "device"))
+    import run
+    from csgis.config import load_config
+    assert run.fitted_schedule(400.0, 20.0) == ["train.epochs=18", "train.milestones=[9,13]", "train.gamma=0.3"]
+    assert run.fitted_schedule(10.0, 20.0)[0] == "train.epochs=2"  # never fewer than two epochs
+    monkeypatch.delenv("CSGIS_EPOCH_S", raising=False)
+    monkeypatch.setenv("CSGIS_TRAIN_OVERRIDES", "train.lr=3e-4")
+    cmd = run.train_command("python", "cuda", False, tmp_path / "data", tmp_path, 400.0)
+    cfg = load_config(repo_root / "configs" / "device.yaml", cmd[4:])
+    assert (cfg.train.epochs, cfg.train.milestones, cfg.train.gamma, cfg.train.lr) == (18, [9, 13], 0.3, 3e-4)
+    monkeypatch.setenv("CSGIS_EPOCH_S", "40")
+    monkeypatch.setenv("CSGIS_TRAIN_OVERRIDES", "train.milestones=[]")
+    cfg = load_config(repo_root / "configs" / "device.yaml",
+                      run.train_command("python", "cuda", False, tmp_path / "data", tmp_path, 400.0)[4:])
+    assert (cfg.train.epochs, cfg.train.milestones) == (9, [])  # the override wins
+    monkeypatch.setenv("CSGIS_TRAIN_OVERRIDES", "")
+    dry = run.train_command("python", "cpu", True, tmp_path, tmp_path, 400.0)
+    assert not any(o.startswith(("train.epochs=", "train.milestones=")) for o in dry)

@@ -25,6 +25,9 @@ the shipped weights (CONTINUE, below: 'model.init=weights/rich_smoother.pth trai
 that every window adds to the same model; ship the result only if it scores better on the held-out
 benchmark. CSGIS_TRAIN_OVERRIDES='' trains from scratch; 'model.init=data/prev.pth train.lr=3e-4'
 goes on from an earlier window's final.pth carried into the work tree.
+The learning rate drops twice (x0.3 at half and three quarters) within the window: the number of
+epochs is fitted to the training time at EPOCH_S seconds each (CSGIS_EPOCH_S overrides it; a
+train.epochs or train.milestones in CSGIS_TRAIN_OVERRIDES wins).
 CSGIS_CUDA_TESTS=0 leaves the CUDA tests out (a second window of the same code).
 The dry run (CSGIS_DEVICE=cpu) runs the same steps with tiny sizes; CI runs it.
 """
@@ -47,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # What a GPU window trains by default: configs/device.yaml from these weights at this rate (the
 # shipped paper-width model came from two windows, 1e-3 then 3e-4; docs/device/2026-11-27-h200-b).
 CONTINUE = ("weights/rich_smoother.pth", "2e-4")
+# Seconds of one 200-step epoch of configs/device.yaml (18.6 s measured on the H200, plus
+# validation every 5 epochs); CSGIS_EPOCH_S overrides it. It sets how many epochs fit the window.
+EPOCH_S = 20.0
 
 
 class Budget:
@@ -137,9 +143,20 @@ def benchmark(python: str, device: str, dry: bool, data: Path, timeout: float, o
     return {"status": status, "seconds": round(seconds, 1), "rows": rows, "table": table}
 
 
-def train_command(python: str, device: str, dry: bool, data: Path, work: Path) -> list[str]:
+def fitted_schedule(seconds: float, epoch_s: float) -> list[str]:
+    """Overrides for a learning-rate schedule that ends with the window: as many epochs as 90 % of
+    `seconds` holds at `epoch_s` each, the rate times 0.3 at half and at three quarters of them (the
+    shape of configs/demo.yaml's). A slower device is stopped by time before the last drop; the
+    epochs only count the work, the data and the step stay what the config says."""
+    epochs = max(2, int(0.9 * seconds / epoch_s))
+    return [f"train.epochs={epochs}", f"train.milestones=[{max(1, epochs // 2)},{max(1, 3 * epochs // 4)}]",
+            "train.gamma=0.3"]
+
+
+def train_command(python: str, device: str, dry: bool, data: Path, work: Path, seconds: float = 0.0) -> list[str]:
     """train.py on configs/device.yaml with the rich data built in `work` (tiny sizes in the dry run),
-    CSGIS_TRAIN_OVERRIDES or, unset, going on from CONTINUE."""
+    a schedule fitted to `seconds` (fitted_schedule; not in the dry run, whose CPU epochs have no
+    known length), then CSGIS_TRAIN_OVERRIDES or, unset, going on from CONTINUE."""
     rich = data.parent / "rich"
     cmd = [python, "train.py", "--config", "configs/device.yaml", f"data.root={rich}",
            f"data.textures={rich / 'textures'}", f"experiments_dir={work / 'exp'}", f"device={device}"]
@@ -149,6 +166,8 @@ def train_command(python: str, device: str, dry: bool, data: Path, work: Path) -
                 "train.val_every=2", "data.val_crop=32"]
     else:
         cmd += [f"data.num_workers={max(2, min(12, (os.cpu_count() or 4) - 4))}"]
+        if seconds > 0:
+            cmd += fitted_schedule(seconds, float(os.environ.get("CSGIS_EPOCH_S") or EPOCH_S))
     extra = os.environ.get("CSGIS_TRAIN_OVERRIDES")
     if extra is None:
         extra = "" if dry or not (ROOT / CONTINUE[0]).is_file() else f"model.init={CONTINUE[0]} train.lr={CONTINUE[1]}"
@@ -158,7 +177,7 @@ def train_command(python: str, device: str, dry: bool, data: Path, work: Path) -
 def training(python: str, device: str, dry: bool, data: Path, work: Path, seconds: float, out: Path) -> dict:
     """Train configs/device.yaml for `seconds`, copying its weights to OUT every minute; SIGTERM at the end."""
     run_dir = work / "exp" / "device"
-    cmd = train_command(python, device, dry, data, work)
+    cmd = train_command(python, device, dry, data, work, seconds)
     log = open(work / "train.log", "w")
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
