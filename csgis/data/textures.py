@@ -220,7 +220,7 @@ def make_texture(family: str, rng: np.random.Generator, size: int, colour: bool 
     multi: two independent draws of the family mapped along two colour directions (from a random
     palette of three), so the colour varies in two directions, as in multi-coloured stones,
     prints or foliage; the same small hue shift on top."""
-    style = {False: "gray", True: "duotone"}.get(colour, colour) if isinstance(colour, bool) else colour
+    style = ("duotone" if colour else "gray") if isinstance(colour, bool) else colour
     if style not in COLOUR_STYLES:
         raise ValueError(f"unknown colour style {colour!r}; choose from {COLOUR_STYLES}")
     p = pattern(family, rng, size)

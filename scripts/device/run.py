@@ -146,8 +146,8 @@ def benchmark(python: str, device: str, dry: bool, data: Path, timeout: float, o
 def fitted_schedule(seconds: float, epoch_s: float) -> list[str]:
     """Overrides for a learning-rate schedule that ends with the window: as many epochs as 90 % of
     `seconds` holds at `epoch_s` each, the rate times 0.3 at half and at three quarters of them (the
-    shape of configs/demo.yaml's). A slower device is stopped by time before the last drop; the
-    epochs only count the work, the data and the step stay what the config says."""
+    shape of configs/demo.yaml's). On a slower device the run is stopped by time before the last
+    drop."""
     epochs = max(2, int(0.9 * seconds / epoch_s))
     return [f"train.epochs={epochs}", f"train.milestones=[{max(1, epochs // 2)},{max(1, 3 * epochs // 4)}]",
             "train.gamma=0.3"]
