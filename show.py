@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on CUDA, where it measured 2x fp32 eager "
                         "on an H200, docs/BENCHMARKS.md; off on the CPU)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the results of the 8 rotations and mirror images of each image: 8x the "
+                        "time, +0.4-0.5 dB on the held-out benchmark's validation part (docs/RESULTS.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs; allow an output folder inside the input folder")
     r = p.add_argument_group("regions (see csgis/regions.py)")
@@ -289,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             rgb = read_image(path)
-            network = dict(tile=tile, device=device, amp=args.amp, channels_last=args.channels_last, batch=args.batch)
+            network = dict(tile=tile, device=device, amp=args.amp, channels_last=args.channels_last, batch=args.batch,
+                           self_ensemble=args.self_ensemble)
             if region.plain:
                 result = smooth_image(model, rgb, outputs=tuple(k for k in todo if k != "mask"), **network)
             else:

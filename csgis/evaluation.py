@@ -353,9 +353,11 @@ def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = T
 
 def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
-                   max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0) -> dict:
-    """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions) and score it; also
-    scores the inputs as the "input" row."""
+                   max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0,
+                   self_ensemble: bool = False) -> dict:
+    """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions; with the x8
+    geometric self-ensemble, csgis.inference.smooth_image) and score it; also scores the inputs as
+    the "input" row."""
     import torch
     from tqdm import tqdm
 
@@ -376,10 +378,12 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         start = time.perf_counter()
         with torch.inference_mode():
             if scale == 1:
-                prediction = smooth_image(model, textured, tile=tile, device=device)["prediction"]
+                prediction = smooth_image(model, textured, tile=tile, device=device,
+                                          self_ensemble=self_ensemble)["prediction"]
             else:
                 from csgis.regions import smooth_strength
-                prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device)
+                prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device,
+                                             self_ensemble=self_ensemble)
         seconds.append(time.perf_counter() - start)
         pred_path = ""
         if save_dir is not None:

@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --checkpoint: tile size in pixels (0: whole image; default: by device memory)")
     parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--max-images", type=int, default=0, help="with --checkpoint: first N images only")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="with --checkpoint: average the 8 rotations and mirror images (8x the time)")
     parser.add_argument("--name", help="method name in the table (default: the --pred folder name, or 'model')")
     parser.add_argument("--csv", help="write per-image metrics to this CSV file")
     parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         else:
             report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
                                                args.device, args.max_images, progress=not args.quiet,
-                                               label=args.name or "model")
+                                               label=args.name or "model", self_ensemble=args.self_ensemble)
     except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -230,16 +230,19 @@ def _slim(rows: list[dict]) -> list[dict]:
 
 
 def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
-                  scale: float = 1.0) -> dict:
-    """Scores of a smoother file on a split (per image too; at `scale` x the resolution), cached in
-    `cache` while the weights are older than it; pred_dir: also keep the predictions there."""
+                  scale: float = 1.0, self_ensemble: bool = False) -> dict:
+    """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
+    self-ensemble), cached in `cache` while the weights are older than it; pred_dir: also keep the
+    predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("scale", 1.0) == scale \
+                and cached.get("self_ensemble", False) == self_ensemble \
                 and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
-                                       scale=scale)
+                                       scale=scale, self_ensemble=self_ensemble)
+    report["self_ensemble"] = self_ensemble
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
@@ -432,6 +435,11 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
             name, suffix = (label, "") if scale == 1.0 else (f"{label}, scale {scale:g}", f"_scale{scale:g}")
             scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{stem}{suffix}.json",
                                    name, scale=scale)
+            table[name] = evaluation.group_means(scored["images"], name, blends)
+        if plan.heldout.get("self_ensemble"):  # show.py --self-ensemble
+            name = f"{label}, self-ensemble"
+            scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{stem}_x8.json",
+                                   name, self_ensemble=True)
             table[name] = evaluation.group_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}

@@ -159,3 +159,34 @@ def test_progress_reports_every_tile(model):
     smooth_image(model, rgb, tile=32, batch=2, progress=lambda done, total: calls.append((done, total)))
     total = len(tile_windows(61, 90, 32, model.receptive_radius()))
     assert total > 2 and calls[-1] == (total, total) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_self_ensemble_averages_the_eight_views_turned_back(model):
+    """--self-ensemble: the mean of the network's results on the 8 rotations / mirror images, each
+    turned back (written out here with torch's own flips), for every output; tiling leaves it as it
+    is and progress goes through the 8 views' tiles."""
+    rgb = np.random.default_rng(4).integers(0, 256, (61, 90, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    sums = {"prediction": 0.0, "coarse": 0.0, "edge": 0.0}
+    with torch.inference_mode():
+        for k in range(8):
+            view = torch.rot90(x, k % 4, dims=(2, 3))
+            view = view.flip(3) if k >= 4 else view
+            out = model(view)
+            for name, value in (("prediction", out.prediction), ("coarse", out.coarse),
+                                ("edge", torch.sigmoid(out.edge_logits))):
+                value = value.flip(3) if k >= 4 else value
+                value = torch.rot90(value, -(k % 4), dims=(2, 3))
+                sums[name] = sums[name] + (value.clamp(0, 1) * 255).round()
+    got = smooth_image(model, rgb, tile=0, outputs=("prediction", "coarse", "edge"), self_ensemble=True)
+    for name, total in sums.items():
+        want = (total[0] / 8).permute(1, 2, 0).numpy() if name != "edge" else (total[0, 0] / 8).numpy()
+        assert got[name].shape == want.shape and got[name].dtype == np.uint8, name
+        assert np.abs(got[name] - want).max() <= 0.5 + 1 / 8 + 1e-6, name  # one rounding flip at most
+    plain = smooth_image(model, rgb, tile=0)["prediction"]
+    assert np.abs(got["prediction"].astype(int) - plain).max() > 0  # the views do differ
+    calls = []
+    tiled = smooth_image(model, rgb, tile=32, self_ensemble=True, progress=lambda d, t: calls.append((d, t)))
+    assert np.abs(tiled["prediction"].astype(int) - got["prediction"]).max() <= 1
+    fractions = [d / t for d, t in calls]
+    assert len(calls) >= 8 * 2 and fractions == sorted(fractions) and fractions[-1] == 1

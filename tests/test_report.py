@@ -31,7 +31,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "verdicts": ["full", "full_2x"], "training_length": ["full", "full_2x"], "train_split": ["full", "full_2x"],
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
-        "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2]},
+        "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2], "self_ensemble": True},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -124,6 +124,10 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert {k: also[k] for k in METRICS} == {k: first[k] for k in METRICS}
     assert again["heldout"]["table"][str(other)] == again["heldout"]["table"]["shipped"]
     assert f"| shipped `{other}`, scale 2 | " in text and text.count(f"| shipped `{other}` | ") == 2
+    ensembled = again["heldout"]["table"]["shipped, self-ensemble"]
+    assert ensembled["all"]["n"] == again["heldout"]["table"]["shipped"]["all"]["n"]
+    assert ensembled["all"]["psnr_paper"] != again["heldout"]["table"]["shipped"]["all"]["psnr_paper"]
+    assert f"| shipped `{shipped}`, self-ensemble | " in text and f"| shipped `{other}`, self-ensemble | " in text
 
     # The config edited after training: the full rows no longer match and are reported missing, never
     # mixed in (baseline pins the edited key with its own override, so it still matches) ...

@@ -185,3 +185,17 @@ def test_channels_last_is_on_for_cuda_only_and_changes_nothing(workspace, tmp_pa
         outputs.append(read_image(out / "good.png").astype(int))
     assert passed == [False, True, False]  # the default on the CPU is off (on CUDA: on, tests/test_cuda.py)
     assert all(np.abs(outputs[0] - other).max() <= 1 for other in outputs[1:])
+
+
+def test_self_ensemble_flag_reaches_plain_and_region_smoothing(workspace, tmp_path):
+    good = workspace["src"] / "a/good.png"
+    model = load_smoother(workspace["ours"])
+    want = smooth_image(model, read_image(good), tile=0, self_ensemble=True)["prediction"]
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "plain"),
+                      "--device", "cpu", "--tile", "0", "--self-ensemble"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "plain" / "good.png"), want)
+    assert not np.array_equal(want, smooth_image(model, read_image(good), tile=0)["prediction"])
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "half"),
+                      "--device", "cpu", "--tile", "0", "--self-ensemble", "--strength", "0.5"]) == 0
+    half = np.rint(0.5 * want.astype(np.float32) + 0.5 * read_image(good).astype(np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "half" / "good.png"), half)
