@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "on an H200, docs/BENCHMARKS.md; off on the CPU)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the results of the 8 rotations and mirror images of each image: 8x the "
-                        "time, +0.4-0.5 dB on the held-out benchmark's validation part (docs/RESULTS.md)")
+                        "time, about +0.4 dB on the held-out benchmark (docs/RESULTS.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs; allow an output folder inside the input folder")
     r = p.add_argument_group("regions (see csgis/regions.py)")
@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(str(e)) from None
     print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
-          f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}",
+          f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}"
+          + (", 8 views averaged (--self-ensemble)" if args.self_ensemble else ""),
           file=sys.stderr)
 
     written = skipped = 0
