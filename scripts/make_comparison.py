@@ -40,10 +40,11 @@ def main(argv=None) -> int:
         rows = read_manifest(root, split=args.split)
         if args.ids:
             by_id = {row["id"]: row for row in rows}
-            missing = [i for i in args.ids.split(",") if i not in by_id]
+            ids = args.ids.split(",")
+            missing = [i for i in ids if i not in by_id]
             if missing:
                 raise ValueError(f"--ids: no sample {missing[0]!r} in the {args.split} split of {root}")
-            chosen = [by_id[i] for i in args.ids.split(",")]
+            chosen = [by_id[i] for i in ids]
         else:
             chosen = pick_samples(rows, args.n, args.seed)
         grid_rows = []

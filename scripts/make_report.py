@@ -428,18 +428,17 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
         if runs:
             table[row.name] = {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}}
                                for g in runs[0]}
-    # Shipped files at 1x and at each show.py --scale: the shipped smoother as "shipped", the others by file.
+    # Shipped files at 1x, at each show.py --scale and with --self-ensemble: the shipped smoother as
+    # "shipped", the others by file. Variants: (row-name suffix, cache-name suffix, score_weights options).
+    variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
+    if plan.heldout.get("self_ensemble"):
+        variants.append((", self-ensemble", "_x8", {"self_ensemble": True}))
     shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
     for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
-        for scale in [1.0, *plan.heldout.get("scales", [])]:
-            name, suffix = (label, "") if scale == 1.0 else (f"{label}, scale {scale:g}", f"_scale{scale:g}")
-            scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{stem}{suffix}.json",
-                                   name, scale=scale)
-            table[name] = evaluation.group_means(scored["images"], name, blends)
-        if plan.heldout.get("self_ensemble"):  # show.py --self-ensemble
-            name = f"{label}, self-ensemble"
-            scored = score_weights(ROOT / weights, data, "test", ROOT / plan.experiments / f"heldout_{stem}_x8.json",
-                                   name, self_ensemble=True)
+        for name_suffix, file_suffix, options in variants:
+            name = label + name_suffix
+            scored = score_weights(ROOT / weights, data, "test",
+                                   ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", name, **options)
             table[name] = evaluation.group_means(scored["images"], name, blends)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run}
