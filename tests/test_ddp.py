@@ -1,5 +1,7 @@
 """DDP glue of the engine: two gloo CPU processes == one process with the same global batch."""
+import faulthandler
 import os
+import sys
 
 import pytest
 import torch
@@ -71,6 +73,7 @@ def run_steps(info: ddp.DistInfo, nan_ids=()):
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    faulthandler.enable(all_threads=True)  # a native abort prints every thread's Python stack
     torch.set_num_threads(1)
     info = ddp.init_distributed(backend="gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
@@ -81,8 +84,17 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             results[scenario] = {"params": params, "ids": ids, "error": error}
         results.update(rank=info.rank, world=info.world_size)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Neither rank tears gloo down while the other may still be inside a collective.
+        ddp.barrier(info)
     finally:
         ddp.cleanup()
+    # Results are on disk: leave without interpreter teardown. Once in CI (torch 2.14.1) rank 0
+    # died of SIGABRT, "terminate called without an active exception" (a native thread destroyed
+    # while joinable), not reproduced in 80 local spawns; exit-time teardown is the usual place for
+    # it. faulthandler prints every thread's stack if it happens anywhere else.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
