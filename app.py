@@ -43,6 +43,11 @@ def main(argv=None) -> int:
     from csgis.webapp import build_page
     page = build_page(smoother, segmenter, names, device)
     import gradio as gr
+    import signal
+
+    def stop(signum, frame):  # `kill` closes the page as Ctrl-C does, so its download folder goes too
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     theme = gr.themes.Default(font=["ui-sans-serif", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     try:
         page.launch(server_name=args.host, server_port=args.port, theme=theme, show_error=True,

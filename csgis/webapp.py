@@ -8,8 +8,10 @@ once per image, strength and scale and cached, so that changing the region only 
 --scale C` writes for the same image.
 """
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +161,7 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
 
     methods = [m for m, v in METHODS.items() if segmenter is not None or v not in ("click_object", "classes")]
     downloads_root = Path(tempfile.mkdtemp(prefix="csgis_app_"))
+    atexit.register(shutil.rmtree, downloads_root, True)  # the results served for download go with the page
 
     def new_editor():
         return Editor(smoother, segmenter, list(class_names or []), device)

@@ -36,12 +36,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_page(args: list[str], log: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """python app.py ARGS on a free port -> (process, URL), once the page answers."""
+def start_page(args: list[str], log: Path, timeout: float = 120, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """python app.py ARGS on a free port -> (process, URL), once the page answers; env: extra variables."""
     import os
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args, "--port", str(port)], cwd=log.parent,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
     url, started = f"http://127.0.0.1:{port}/", time.monotonic()
     while True:
         try:

@@ -59,7 +59,9 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
 
     rgb, disc, _ = shapes_image()
     write_image(tmp_path / "in" / "scene.png", rgb)
-    app, url = browser.start_page(["--checkpoint", str(SMOOTHER)], tmp_path / "app.log")
+    (tmp_path / "tmp").mkdir()
+    app, url = browser.start_page(["--checkpoint", str(SMOOTHER)], tmp_path / "app.log", env={"TMPDIR": str(tmp_path / "tmp")})
+    assert len(list((tmp_path / "tmp").glob("csgis_app_*"))) == 1  # the page's download folder
     driver = None
     try:
         driver = browser.browser()
@@ -89,6 +91,7 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
         app.terminate()
         app.wait(timeout=30)
     assert "Traceback" not in (tmp_path / "app.log").read_text()
+    assert not list((tmp_path / "tmp").glob("csgis_app_*"))  # stopped, the page leaves no results behind
     mask = read_image(tmp_path / "mask.png")[..., 0] > 127
     assert mask[35:45, 35:45].all() and mask.mean() < 0.3  # the disc, not the image
     assert show.main(["--checkpoint", str(SMOOTHER), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
