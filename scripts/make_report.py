@@ -242,7 +242,6 @@ def score_weights(weights: Path, data: str, split: str, cache: Path, label: str,
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
                                        scale=scale, self_ensemble=self_ensemble)
-    report["self_ensemble"] = self_ensemble
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
