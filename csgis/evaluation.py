@@ -354,10 +354,14 @@ def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = T
 def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
                    max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0,
-                   self_ensemble: bool = False) -> dict:
+                   self_ensemble: bool = False, clean: bool = False) -> dict:
     """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions; with the x8
     geometric self-ensemble, csgis.inference.smooth_image) and score it; also scores the inputs as
-    the "input" row."""
+    the "input" row.
+
+    clean: smooth each ground truth itself (once, named by its structure) instead of the textured
+    inputs, and score the result against it; no "input" row. A smoother should leave an image with
+    no texture as it is, so this is a ceiling on what the model reaches on that split."""
     import torch
     from tqdm import tqdm
 
@@ -367,6 +371,9 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     samples = load_split(data_root, split, max_images)
     if not samples:
         raise ValueError(f"{Path(data_root) / 'manifest.csv'}: no rows in split '{split}'")
+    if clean:
+        unique = {s.gt: Sample(s.gt.stem, s.gt, s.gt) for s in samples}
+        samples = list(unique.values())
     model = load_smoother(checkpoint, map_location="cpu")
     rows, problems, seconds = [], [], []
     for sample in tqdm(samples, desc=label, unit="img", dynamic_ncols=True, disable=not progress, file=sys.stderr):
@@ -394,8 +401,10 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
                              method=label))
         except ValueError as e:  # e.g. an image smaller than the SSIM window
             problems.append(f"{sample.input}: {e}")
-    input_rows, input_problems = score_inputs(samples, 1, progress=False)
+    input_rows, input_problems = ([], []) if clean else score_inputs(samples, 1, progress=False)
     problems += [p for p in input_problems if p not in problems]
+    methods = {} if clean else {INPUT_ROW: summarize(input_rows)}
+    methods[label] = summarize(rows, float(np.mean(seconds)) if seconds else None)
     return {
         "conventions": CONVENTIONS,
         "checkpoint": str(checkpoint),
@@ -404,9 +413,9 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "tile": tile,
         "scale": scale,
         "self_ensemble": self_ensemble,
+        "clean": clean,
         "device": str(device),
-        "methods": {INPUT_ROW: summarize(input_rows),
-                    label: summarize(rows, float(np.mean(seconds)) if seconds else None)},
+        "methods": methods,
         "problems": problems,
         "images": input_rows + rows,
     }

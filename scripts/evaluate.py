@@ -39,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=0, help="with --checkpoint: first N images only")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="with --checkpoint: average the 8 rotations and mirror images (8x the time)")
+    parser.add_argument("--clean", action="store_true",
+                        help="with --checkpoint: smooth the ground truths themselves (each once) instead of the "
+                             "textured inputs; a smoother should leave them as they are, so the score is a "
+                             "ceiling on what it reaches on that split")
     parser.add_argument("--name", help="method name in the table (default: the --pred folder name, or 'model')")
     parser.add_argument("--csv", help="write per-image metrics to this CSV file")
     parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
@@ -50,8 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pred is not None:
         if (args.gt is None) == (args.manifest is None):
             parser.error("--pred needs exactly one of --gt or --manifest")
-        if args.data or args.save or args.tile is not None:
-            parser.error("--data, --save and --tile belong to --checkpoint mode")
+        if args.data or args.save or args.tile is not None or args.clean:
+            parser.error("--data, --save, --tile and --clean belong to --checkpoint mode")
     else:
         if not args.data:
             parser.error("--checkpoint needs --data (a dataset folder with manifest.csv)")
@@ -94,7 +98,8 @@ def main(argv=None) -> int:
         else:
             report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
                                                args.device, args.max_images, progress=not args.quiet,
-                                               label=args.name or "model", self_ensemble=args.self_ensemble)
+                                               label=args.name or "model", self_ensemble=args.self_ensemble,
+                                               clean=args.clean)
     except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

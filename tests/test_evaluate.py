@@ -205,6 +205,41 @@ def test_evaluate_checkpoint_scores_model_and_input(tmp_path, evaluate_script, c
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["s0__t0.png", "s1__t0.png"]
 
 
+def test_evaluate_clean_smooths_each_ground_truth_once(tmp_path, evaluate_script, capsys):
+    """--clean: the model runs on the ground truths themselves (one row per GT, however many textured
+    inputs share it), scored against them, with no "input" row; --pred mode refuses it."""
+    import torch
+
+    from csgis.checkpoint import load_smoother, save_checkpoint
+    from csgis.inference import smooth_image
+    from csgis.models.smoother import Smoother
+
+    data = tmp_path / "data"
+    rows = _make_dataset(data, splits=(("test", 2),), size=20)
+    write_image(data / "input" / "s0__t1.png", 255 - read_image(data / "input" / "s0__t0.png"))
+    write_manifest(data, rows + [dict(rows[0], id="s0__t1", input="input/s0__t1.png", texture="t1")])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pth", Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1))
+    code = evaluate_script.main(["--checkpoint", str(tmp_path / "tiny.pth"), "--data", str(data), "--quiet", "--clean",
+                                 "--save", str(tmp_path / "saved"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["methods"]) == ["model"] and report["clean"] is True
+    assert sorted(r["name"] for r in report["images"]) == ["s0", "s1"]
+    model = load_smoother(tmp_path / "tiny.pth")
+    for row in report["images"]:
+        gt = read_image(row["gt"])
+        want = smooth_image(model, gt, tile=None)["prediction"]
+        np.testing.assert_array_equal(read_image(row["pred"]), want)
+        assert row["psnr_paper"] == pytest.approx(image_metrics(want, gt)["psnr_paper"], abs=1e-9)
+        assert row["psnr_paper"] < 100  # a random network changes the image
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["s0.png", "s1.png"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_script.main(["--pred", str(tmp_path / "saved"), "--gt", str(data / "gt"), "--clean"])
+    assert exit_info.value.code == 2 and "--clean" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- baselines
 def test_baselines_select_on_val_and_score_test(tmp_path):
     data = tmp_path / "data"
