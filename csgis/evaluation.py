@@ -10,6 +10,7 @@ Library side of scripts/evaluate.py and scripts/baselines.py:
 - `run_baselines`: each classical smoother, parameters chosen on a validation split, scored on
   the test split with its time per image.
 - `summarize`, `format_table`, `write_csv`, `write_json`: outputs; every table names its convention.
+- `tone_errors`, `tone_summary`: mean signed error by ground-truth gray level (a tone-curve check).
 
 Matching rules for a prediction `<dir>/<name>.<any image ext>`, first that applies:
 1. "name": a GT with the same relative path minus extension, else the same file stem (if unique);
@@ -39,6 +40,8 @@ from csgis.io import ImageReadError, list_images, read_image, write_image, write
 from csgis.runtime import parallel_map
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
+# Tone bands for evaluate_model(tone=True): ground-truth gray levels (0-255, BT.601 luma) [low, high).
+TONE_BANDS = (("dark", 0, 48), ("mid", 48, 208), ("bright", 208, 256))
 # PSNR of identical images is infinite (MSE 0): tables and means count it as this many dB, so that
 # one perfect image does not make a method's mean infinite and every JSON file stays finite.
 PSNR_CAP = 100.0
@@ -167,6 +170,47 @@ def _metric_row(name: str, result: np.ndarray, reference: np.ndarray, **extra) -
     row.update({k: min(v, PSNR_CAP) if k.startswith("psnr") else v
                 for k, v in image_metrics(result, reference).items()})
     return row
+
+
+def tone_errors(result: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean signed error (result - reference, gray levels, over all three channels) of the pixels
+    in each TONE_BANDS band of the reference's luma: {error_<band>: float | None, pixels_<band>: int}.
+    A smoother that keeps flat regions leaves every band near 0; a tone curve (dark regions made
+    darker, a contrast stretch) shows as opposite signs in the dark and bright bands."""
+    from csgis.data.batched import GRAY_WEIGHTS
+
+    ref = reference.astype(np.float64)
+    luma = ref @ np.asarray(GRAY_WEIGHTS)
+    diff = result.astype(np.float64) - ref
+    out: dict = {}
+    for band, low, high in TONE_BANDS:
+        inside = (luma >= low) & (luma < high)
+        count = int(inside.sum())
+        out[f"error_{band}"] = float(diff[inside].mean()) if count else None
+        out[f"pixels_{band}"] = count
+    return out
+
+
+def tone_summary(rows: Sequence[dict]) -> dict:
+    """{band: {error, share}} pooled over the rows' pixels (rows carrying tone_errors' keys):
+    error is the mean signed error of all pixels in the band, share the band's fraction of pixels."""
+    total = sum(r[f"pixels_{b}"] for r in rows for b, _, _ in TONE_BANDS)
+    out = {}
+    for band, _, _ in TONE_BANDS:
+        count = sum(r[f"pixels_{band}"] for r in rows)
+        error = sum(r[f"error_{band}"] * r[f"pixels_{band}"] for r in rows if r[f"pixels_{band}"])
+        out[band] = {"error": error / count if count else None, "share": count / total if total else 0.0}
+    return out
+
+
+def format_tone(summary: dict, label: str) -> str:
+    """One line: the tone_summary of a method."""
+    parts = []
+    for band, low, high in TONE_BANDS:
+        entry = summary[band]
+        value = "-" if entry["error"] is None else f"{entry['error']:+.2f}"
+        parts.append(f"{band} [{low},{high}) {value} ({100 * entry['share']:.0f}% of pixels)")
+    return f"{label}: mean error (result - GT, gray levels) by GT level: " + " | ".join(parts)
 
 
 def _score_pair_job(pair: Pair) -> tuple[dict | None, str | None]:
@@ -354,14 +398,17 @@ def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = T
 def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
                    max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0,
-                   self_ensemble: bool = False, clean: bool = False) -> dict:
+                   self_ensemble: bool = False, clean: bool = False, tone: bool = False) -> dict:
     """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions; with the x8
     geometric self-ensemble, csgis.inference.smooth_image) and score it; also scores the inputs as
     the "input" row.
 
     clean: smooth each ground truth itself (once, named by its structure) instead of the textured
     inputs, and score the result against it; no "input" row. A smoother should leave an image with
-    no texture as it is, so this is a ceiling on what the model reaches on that split."""
+    no texture as it is, so this is a ceiling on what the model reaches on that split.
+
+    tone: add tone_errors' keys to each model row and the pooled tone_summary to the method's
+    summary (under "tone")."""
     import torch
     from tqdm import tqdm
 
@@ -397,14 +444,18 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
             pred_path = str(Path(save_dir) / f"{sample.id}.png")
             write_image(pred_path, prediction)
         try:
-            rows.append(dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)),
-                             method=label))
+            row = dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)), method=label)
+            if tone:
+                row.update(tone_errors(prediction, gt))
+            rows.append(row)
         except ValueError as e:  # e.g. an image smaller than the SSIM window
             problems.append(f"{sample.input}: {e}")
     input_rows, input_problems = ([], []) if clean else score_inputs(samples, 1, progress=False)
     problems += [p for p in input_problems if p not in problems]
     methods = {} if clean else {INPUT_ROW: summarize(input_rows)}
     methods[label] = summarize(rows, float(np.mean(seconds)) if seconds else None)
+    if tone and rows:
+        methods[label]["tone"] = tone_summary(rows)
     return {
         "conventions": CONVENTIONS,
         "checkpoint": str(checkpoint),
@@ -414,6 +465,7 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "scale": scale,
         "self_ensemble": self_ensemble,
         "clean": clean,
+        "tone": tone,
         "device": str(device),
         "methods": methods,
         "problems": problems,

@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --checkpoint: smooth the ground truths themselves (each once) instead of the "
                              "textured inputs; a smoother should leave them as they are, so the score is a "
                              "ceiling on what it reaches on that split")
+    parser.add_argument("--tone", action="store_true",
+                        help="with --checkpoint: also print the mean signed error (result - GT) of the dark, mid "
+                             "and bright ground-truth pixels, a check for a tone curve (dark regions made darker)")
     parser.add_argument("--name", help="method name in the table (default: the --pred folder name, or 'model')")
     parser.add_argument("--csv", help="write per-image metrics to this CSV file")
     parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
@@ -54,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pred is not None:
         if (args.gt is None) == (args.manifest is None):
             parser.error("--pred needs exactly one of --gt or --manifest")
-        if args.data or args.save or args.tile is not None or args.clean:
-            parser.error("--data, --save, --tile and --clean belong to --checkpoint mode")
+        if args.data or args.save or args.tile is not None or args.clean or args.tone:
+            parser.error("--data, --save, --tile, --clean and --tone belong to --checkpoint mode")
     else:
         if not args.data:
             parser.error("--checkpoint needs --data (a dataset folder with manifest.csv)")
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
             report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
                                                args.device, args.max_images, progress=not args.quiet,
                                                label=args.name or "model", self_ensemble=args.self_ensemble,
-                                               clean=args.clean)
+                                               clean=args.clean, tone=args.tone)
     except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -126,6 +129,9 @@ def main(argv=None) -> int:
         print(f"incomplete: {missing} of {missing + report.get('matched', scored)} ground truths have no "
               f"prediction, so the means are over a subset (--allow-missing to accept that)", file=sys.stderr)
     print(evaluation.format_table(report["methods"]))
+    for label, summary in report["methods"].items():
+        if "tone" in summary:
+            print(evaluation.format_tone(summary["tone"], label))
     try:
         status = evaluation.write_outputs(report, args.csv, args.json)
     except (OSError, UnicodeError) as e:

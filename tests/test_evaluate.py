@@ -240,6 +240,61 @@ def test_evaluate_clean_smooths_each_ground_truth_once(tmp_path, evaluate_script
     assert exit_info.value.code == 2 and "--clean" in capsys.readouterr().err
 
 
+def test_tone_errors_measure_signed_error_per_gray_band():
+    """tone_errors: the mean of result - GT over the pixels of each GT luma band, pooled by pixels
+    in tone_summary; a darkening of the dark pixels shows only in the dark band."""
+    gt = np.zeros((4, 5, 3), np.uint8)
+    gt[0] = 20        # dark (luma 20)
+    gt[1:3] = 128     # mid
+    gt[3] = 250       # bright
+    result = gt.astype(np.int16)
+    result[0] -= 6    # dark pixels made darker
+    result[3, :2] += 3
+    out = evaluation.tone_errors(result.clip(0, 255).astype(np.uint8), gt)
+    assert out["pixels_dark"] == 5 and out["pixels_mid"] == 10 and out["pixels_bright"] == 5
+    assert out["error_dark"] == pytest.approx(-6) and out["error_mid"] == pytest.approx(0)
+    assert out["error_bright"] == pytest.approx(3 * 2 / 5)  # 253 stays within uint8
+    empty = evaluation.tone_errors(gt[1:3], gt[1:3])
+    assert empty["error_dark"] is None and empty["pixels_dark"] == 0
+    pooled = evaluation.tone_summary([out, empty])
+    assert pooled["dark"]["error"] == pytest.approx(-6) and pooled["dark"]["share"] == pytest.approx(5 / 30)
+    assert pooled["mid"]["share"] == pytest.approx(20 / 30)
+    line = evaluation.format_tone(pooled, "m")
+    assert "dark [0,48) -6.00" in line and "mid [48,208) +0.00" in line
+
+
+def test_evaluate_tone_reports_the_pooled_band_errors(tmp_path, evaluate_script, capsys):
+    """--tone adds the band errors to each model row and their pooled summary to the report; --pred refuses it."""
+    import torch
+
+    from csgis.checkpoint import save_checkpoint
+    from csgis.models.smoother import Smoother
+
+    data = tmp_path / "data"
+    _make_dataset(data, splits=(("test", 2),), size=20)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pth", Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1))
+    code = evaluate_script.main(["--checkpoint", str(tmp_path / "tiny.pth"), "--data", str(data), "--quiet", "--tone",
+                                 "--save", str(tmp_path / "saved"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    model_rows = [r for r in report["images"] if r["method"] == "model"]
+    for row in model_rows:
+        want = evaluation.tone_errors(read_image(row["pred"]), read_image(row["gt"]))
+        assert {k: row[k] for k in want} == pytest.approx(want)
+    pooled = evaluation.tone_summary(model_rows)
+    assert pooled["mid"]["share"] > 0.5 and pooled["mid"]["error"] is not None
+    for band, entry in report["methods"]["model"]["tone"].items():
+        assert entry["share"] == pytest.approx(pooled[band]["share"])
+        assert entry["error"] == (None if pooled[band]["error"] is None else pytest.approx(pooled[band]["error"]))
+    assert "tone" not in report["methods"]["input"]
+    assert evaluation.format_tone(report["methods"]["model"]["tone"], "model") in printed
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_script.main(["--pred", str(tmp_path / "saved"), "--gt", str(data / "gt"), "--tone"])
+    assert exit_info.value.code == 2 and "--tone" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- baselines
 def test_baselines_select_on_val_and_score_test(tmp_path):
     data = tmp_path / "data"
