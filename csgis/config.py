@@ -122,6 +122,9 @@ class TrainConfig:
     # train-mode BN (batch 8) hides every batch's mean colour from the heads and the published
     # network needs tens of thousands of steps to reproduce absolute colour. false = the paper.
     freeze_bn: bool = False        # BatchNorm in eval mode while training (see above); paper: false
+    # > 0: validation and the checkpoints in models/ use a moving average of the weights, updated
+    # after every step (csgis/train/ema.py; BasicSR's ema_decay); the training state keeps both.
+    ema_decay: float = 0.0         # weight average: decay per step (e.g. 0.999); 0: off; paper: off
 
 
 @dataclass
@@ -196,6 +199,7 @@ RULES = {
     "train.gamma": _above(0), "train.grad_clip": _at_least(0), "train.val_every": _at_least(1),
     "train.save_every": _at_least(1), "train.log_every": _at_least(1), "train.val_images": _at_least(0),
     "train.max_iters_per_epoch": _at_least(0),
+    "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 

@@ -79,4 +79,8 @@ def assert_resume_is_exact(demo_root: Path, exp_dir: Path, stop_step: int = 5, *
     train(tiny_config(demo_root, exp_dir, "resumed", **sections), resume="auto")
     states = [load_training_state(exp_dir / n / "training_states" / "latest.state") for n in ("straight", "resumed")]
     assert_same_tensors(states[0]["model"], states[1]["model"], "weights")
+    assert (states[0].get("ema") is None) == (states[1].get("ema") is None)
+    if states[0].get("ema") is not None:  # train.ema_decay: the weight average resumes exactly too
+        assert_same_tensors(states[0]["ema"]["weights"], states[1]["ema"]["weights"], "weight average")
+        assert states[0]["ema"]["updates"] == states[1]["ema"]["updates"] == states[0]["global_step"]
     return straight

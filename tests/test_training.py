@@ -353,3 +353,67 @@ def test_amp_bf16_runs_the_forward_in_bfloat16_on_cpu_and_keeps_float32_weights(
     result = train(tiny_config(demo_root, tmp_path, "bf16", amp="bf16", train={"epochs": 1}))
     assert result["global_step"] == 8
     assert "amp bf16" in (tmp_path / "bf16" / "train.log").read_text()
+
+
+# ----------------------------------------------------------------------------- weight average
+def test_ema_decay_validates_and_saves_the_moving_average_and_resumes_it_exactly(demo_root, tmp_path):
+    """train.ema_decay: after every step average = d * average + (1 - d) * weights; validation,
+    latest/best/epoch checkpoints hold the average, the state both; a resume continues both exactly."""
+    from csgis.data import build_dataset
+    from csgis.evaluation import smoother_scores
+    from csgis.train.loop import build_val_loader
+
+    decay = 0.6
+    seen = []
+
+    def record(ctx):
+        seen.append(({k: v.clone() for k, v in ctx["model"].state_dict().items()},
+                     {k: v.clone() for k, v in ctx["average"].state_dict().items()}))
+
+    cfg = tiny_config(demo_root, tmp_path, "ema", train={"ema_decay": decay})
+    result = train(cfg, step_hook=record)
+    assert len(seen) == result["global_step"] == 16
+    for (_, before), (weights, after) in zip(seen, seen[1:]):
+        for key, value in after.items():
+            if value.is_floating_point():
+                torch.testing.assert_close(value, decay * before[key] + (1 - decay) * weights[key])
+            else:
+                assert torch.equal(value, weights[key])
+    last_weights, last_average = seen[-1]
+    assert not torch.equal(last_average["stem.weight"], last_weights["stem.weight"])
+
+    run = tmp_path / "ema"
+    state = load_training_state(run / "training_states" / "latest.state")
+    assert_same_tensors(state["model"], last_weights, "state model = the trained weights")
+    assert_same_tensors(state["ema"]["weights"], last_average, "state average")
+    assert state["ema"]["updates"] == 16 and state["ema"]["decay"] == decay
+    for name in ("latest.pth", "epoch_0002.pth"):
+        assert_same_tensors(load_smoother(run / "models" / name).state_dict(), last_average, name)
+    # The validation row is the average's score, not the trained weights'.
+    loader = build_val_loader(build_dataset(cfg.data, "val", train=False))
+    average_model = load_smoother(run / "models" / "latest.pth")
+    raw_model = load_smoother(run / "models" / "latest.pth")
+    raw_model.load_state_dict(state["model"])
+    scores = {name: smoother_scores(m, loader, torch.device("cpu"), None, 0)[0]
+              for name, m in (("average", average_model), ("raw", raw_model))}
+    assert result["history"][-1]["val"]["psnr_paper"] == pytest.approx(scores["average"]["psnr_paper"], rel=1e-6)
+    assert scores["raw"]["psnr_paper"] != pytest.approx(scores["average"]["psnr_paper"], rel=1e-6)
+    assert "weight average, decay 0.6 per step" in (run / "train.log").read_text()
+
+    # Interrupted mid-epoch and resumed: the weights and their average are those of the straight run.
+    from _helpers import assert_resume_is_exact
+    assert_resume_is_exact(demo_root, tmp_path / "resume", stop_step=3, train={"ema_decay": decay})
+
+    # A run trained without an average and resumed with one starts the average there.
+    train(tiny_config(demo_root, tmp_path, "late", train={"epochs": 1}))
+    late = train(tiny_config(demo_root, tmp_path, "late", train={"ema_decay": decay}), resume="auto")
+    assert late["global_step"] == 16
+    assert "has no weight average; it starts from the resumed weights" in (tmp_path / "late" / "train.log").read_text()
+    assert load_training_state(tmp_path / "late" / "training_states" / "latest.state")["ema"]["updates"] == 8
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, 1.5])
+def test_ema_decay_outside_zero_one_is_one_config_error(value):
+    from csgis.config import ConfigError, from_dict
+    with pytest.raises(ConfigError, match=r"train.ema_decay.*\[0, 1\)"):
+        from_dict({"train": {"ema_decay": value}})

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from csgis import distributed as ddp
 from csgis.config import Config, ConfigError, flatten, from_dict, to_dict
 from csgis.device import amp_dtype, configure_determinism, cpu_has_bf16, resolve_device
+from csgis.train.ema import WeightAverage
 from csgis.train.run_folder import (RunExistsError, RunLock, RunPaths, append_metrics, close_logger, format_values,
                                     make_logger, metrics_for_resume, prepare_run_folder, run_paths, write_config)
 from csgis.train.state import (STATE_FORMAT, Progress, capture_rng_state, epoch_seed, rank_seed,
@@ -160,12 +161,16 @@ class Run:
                 task.model = nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
             else:  # torch's SyncBatchNorm has no CPU kernel
                 logger.warning("sync_bn needs CUDA; BatchNorm statistics stay per process on CPU")
+        # The moving average starts from the weights the run starts with (a resumed run: from the state).
+        self.average = WeightAverage(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.optimizer = build_optimizer(task.param_groups(), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and self.autocast_dtype is not None)
         n_params = sum(p.numel() for p in task.model.parameters())
         logger.info(f"model {type(task.model).__name__}: {n_params:,} parameters"
-                    + (" | BatchNorm frozen (train.freeze_bn)" if cfg.train.freeze_bn else ""))
+                    + (" | BatchNorm frozen (train.freeze_bn)" if cfg.train.freeze_bn else "")
+                    + (f" | weight average, decay {cfg.train.ema_decay:g} per step (train.ema_decay): "
+                       f"validation and models/ use it" if self.average is not None else ""))
 
         self.progress, self.history = Progress(), []
         if state_path is not None:
@@ -198,6 +203,7 @@ class Run:
         return {
             "format": STATE_FORMAT, "task": self.cfg.task, **p.to_state(),
             "model": self.task.model.state_dict(), **self.task.state_dict(),
+            "ema": self.average.state_dict() if self.average is not None else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": capture_rng_state(self.task.generators),
@@ -233,6 +239,17 @@ class Run:
                                   f"({' '.join(str(e).split())[:300]})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.average is not None:
+            if state.get("ema") is not None:
+                try:
+                    self.average.load_state_dict(state["ema"])
+                except (RuntimeError, KeyError) as e:
+                    raise CheckpointError(f"{path}: its weight average does not fit this config's network "
+                                          f"({' '.join(str(e).split())[:300]})") from None
+            else:  # the run trained without one so far: it starts here, from the resumed weights
+                self.average = WeightAverage(self.task.model, self.cfg.train.ema_decay)
+                self.logger.info("train.ema_decay: the training state has no weight average; it starts "
+                                 "from the resumed weights")
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.progress = p = Progress.from_state(state)
@@ -245,6 +262,15 @@ class Run:
                 generator.set_state(state["rng"][name])
         self.logger.info(f"resumed from {path}: epoch {p.epoch}, batch {p.batch_in_epoch}, step "
                          f"{p.global_step}, best {self.task.best_key} {p.best_metric:.4f}")
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validated and written to models/: the moving average when there is one."""
+        return self.average.model if self.average is not None else self.task.model
+
+    def update_average(self) -> None:
+        if self.average is not None:
+            self.average.update(self.task.model)
 
     # ---- pieces of the loop
     def epoch_batches(self, epoch: int):
@@ -335,7 +361,7 @@ class Run:
         self.save_state()
         from csgis.data import DatasetError
         try:
-            metrics, images, line = self.task.validate(self.val_loader, self.autocast_dtype)
+            metrics, images, line = self.task.validate(self.eval_model, self.val_loader, self.autocast_dtype)
         except (OSError, DatasetError, RuntimeError) as error:
             raise self._loader_failure(error) from None
         self.logger.info(f"val epoch {epoch} | {line}")
@@ -351,7 +377,7 @@ class Run:
         self.history.append(row)
         if self.info.is_main:
             from csgis.checkpoint import save_checkpoint
-            epoch, paths, model = row["epoch"], self.paths, self.task.model
+            epoch, paths, model = row["epoch"], self.paths, self.eval_model
             common = dict(config=self.cfg, epoch=epoch, iteration=row["step"],
                           metric=row.get("val", {}).get(self.task.best_key))
             save_checkpoint(paths.latest, model, **common)
@@ -411,12 +437,13 @@ def fit(run: Run, stop: StopFlag, step_hook: Callable | None = None) -> dict:
                                    step=progress.global_step + 1)
             except NonFiniteLossError as e:
                 raise run.non_finite(e) from None
+            run.update_average()
             progress.record_step(parts)
             batches.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
             run.log_step(parts, lr)
             if step_hook is not None:
                 step_hook({"epoch": epoch, "step": progress.global_step, "batch_in_epoch": progress.batch_in_epoch,
-                           "parts": parts, "model": task.model, "optimizer": run.optimizer,
+                           "parts": parts, "model": task.model, "average": run.eval_model, "optimizer": run.optimizer,
                            "request_stop": lambda signum=signal.SIGINT: setattr(stop, "signum", signum)})
             if ddp.any_rank(stop.signum is not None, run.info, run.device):
                 batches.close()
@@ -439,7 +466,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False,
     resume: None/'' (use cfg.resume), 'auto' (newest state of the run, fresh start if none) or
     the path of a training state. overwrite: move an existing run aside instead of refusing.
     info: DDP placement (default: from torchrun's environment). step_hook(ctx) is called after
-    every step with a dict (epoch, step, parts, model, optimizer, request_stop), for tests and
+    every step with a dict (epoch, step, parts, model, average: the weights validated, which are
+    the model's own without train.ema_decay, optimizer, request_stop), for tests and
     experiments. Raises RunExistsError, SegmenterCheckpointError, NonFiniteLossError,
     TrainingInterrupted.
     """

@@ -125,8 +125,9 @@ class Task:
     def criterion(self, out, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def validate(self, loader, autocast_dtype) -> tuple[dict[str, float], list, str]:
-        """-> (metrics, tensorboard images [(name, image)], one log line)."""
+    def validate(self, model: nn.Module, loader, autocast_dtype) -> tuple[dict[str, float], list, str]:
+        """Score `model` (self.model or its weight average) -> (metrics, tensorboard images
+        [(name, image)], one log line)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -174,9 +175,9 @@ class SmoothingTask(Task):
     def criterion(self, out, batch):
         return self.loss(out, batch)
 
-    def validate(self, loader, autocast_dtype):
+    def validate(self, model, loader, autocast_dtype):
         from csgis.evaluation import smoother_scores
-        metrics, images = smoother_scores(self.model, loader, self.device, autocast_dtype,
+        metrics, images = smoother_scores(model, loader, self.device, autocast_dtype,
                                           self.cfg.train.val_images)
         line = (f"PSNR paper {metrics['psnr_paper']:.3f} SSIM paper {metrics['ssim_paper']:.4f} | PSNR "
                 f"standard {metrics['psnr_standard']:.3f} SSIM standard {metrics['ssim_standard']:.4f}")
@@ -225,9 +226,9 @@ class SegmentationTask(Task):
         loss = segmentation_loss(logits, batch["seg"])
         return loss, {"segmentation": loss.detach(), "total": loss.detach()}
 
-    def validate(self, loader, autocast_dtype):
+    def validate(self, model, loader, autocast_dtype):
         from csgis.evaluation import segmenter_scores
-        metrics = segmenter_scores(self.model, loader, self.device, self.cfg.segmenter.num_classes,
+        metrics = segmenter_scores(model, loader, self.device, self.cfg.segmenter.num_classes,
                                    self.cfg.loss.seg_normalize, autocast_dtype)
         per_class = " ".join(f"{k[4:]}:{v:.3f}" for k, v in metrics.items() if k.startswith("iou_"))
         line = f"mIoU {metrics['miou']:.4f} pixel_acc {metrics['pixel_acc']:.4f} | IoU per class {per_class}"
