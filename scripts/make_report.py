@@ -18,7 +18,10 @@ each of which resumes (finished work is read back from its files):
               marker in RESULTS.md is written by people and kept as it is.
 A run whose config.yaml differs from what its row asks for now (a config edited after training)
 is never mixed in: it is reported missing until --retrain-stale retrains it (train.py --overwrite
-moves the old folder to <run>_archived_<time>).
+moves the old folder to <run>_archived_<time>). Runs live outside the repository and are lost with
+the machine; --carry-over keeps the rows of runs that have no folder here with the numbers of the
+committed results.json, each checked against the training settings it recorded (the report says
+which runs it carried).
 Exit status: 0 when the report holds every planned run; 1 when it was written without some
 (failed, unfinished or stale: listed in it); 2 on bad arguments or a bad report definition.
 """
@@ -296,14 +299,20 @@ def mean_over(cells: list[dict]) -> dict:
                                            for k in ("psnr_paper", "ssim_paper")}} for g in cells[0]}
 
 
+def training_settings(cfg) -> dict:
+    """A config's training settings: every flattened key but where the run lives (NOT_TRAINING_KEYS)."""
+    return {k: v for k, v in flatten(cfg).items() if k not in NOT_TRAINING_KEYS}
+
+
 def run_record(run: Run, data: str) -> dict:
-    """What the report knows of a finished run: its training (from metrics.jsonl) and its test scores."""
+    """What the report knows of a finished run: its training (from metrics.jsonl and config.yaml) and
+    its test scores."""
     rows = read_metrics(run.dir / "metrics.jsonl")
     validated = [r for r in rows if "val" in r]
     best = max(validated, key=lambda r: r["val"]["ssim_paper"], default=None)  # first of equals, as training
     test = score_run(run.dir, data, "latest")
     return {
-        "row": run.row.name, "seed": run.seed,
+        "row": run.row.name, "seed": run.seed, "config": training_settings(load_config(run.dir / "config.yaml")),
         "train": {"steps": rows[-1]["step"], "epochs": rows[-1]["epoch"],
                   "train_seconds": float(sum(r["seconds"] for r in rows)),
                   "best_epoch": best["epoch"] if best else None,
@@ -313,6 +322,46 @@ def run_record(run: Run, data: str) -> dict:
         "test_best": score_run(run.dir, data, "best")["methods"][run.name] if best else None,
         "images": test["images"],
     }
+
+
+def carry_over(plan: Plan, runs: list[Run], previous_path: Path) -> tuple[dict, list[str]]:
+    """Runs of the plan that have no folder here, taken from an earlier results.json -> ({name: record},
+    problems). A record that stored its training settings is carried only when they equal what its row
+    asks for now; an older one (no settings stored) when its row's definition (config file, overrides,
+    step scale) is unchanged, marked config_checked False."""
+    if not previous_path.is_file():
+        return {}, [f"--carry-over: {previous_path} does not exist; nothing carried over"]
+    try:
+        previous = _read_json(previous_path)
+        old_runs, old_rows = previous["runs"], previous["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReportError(f"--carry-over: {previous_path} is not a results.json of this script ({e})") from None
+    carried, problems = {}, []
+    for run in runs:
+        record = old_runs.get(run.name)
+        if run.dir.exists() or record is None:
+            continue
+        if "config" in record:
+            want = training_settings(load_config(run.row.path, run_overrides(run, plan)))
+            changed = [f"{k}: {record['config'].get(k)!r} -> {v!r}" for k, v in want.items() if record["config"].get(k) != v]
+            if changed:
+                problems.append(f"{run.name} in {previous_path} was trained with another config than its row gives "
+                                f"now ({'; '.join(changed)}); not carried over")
+                continue
+            checked = True
+        else:
+            old = old_rows.get(run.row.name) or {}
+            if [old.get("config"), old.get("overrides"), old.get("step_scale")] != \
+                    [run.row.config, run.row.overrides, run.row.step_scale]:
+                problems.append(f"{run.name} in {previous_path}: its row was defined otherwise then; not carried over")
+                continue
+            checked = False
+        heldout = (previous.get("heldout") or {})
+        same_heldout = bool(plan.heldout) and heldout.get("data") == plan.heldout.get("data")
+        carried[run.name] = {**record, "carried_from": str(previous_path), "config_checked": checked,
+                             "heldout": heldout.get("runs", {}).get(run.name) if same_heldout else None,
+                             "row_groups": (previous.get("by_image_group") or {}).get(run.row.name)}
+    return carried, problems
 
 
 def aggregate(plan: Plan, records: dict[str, dict]) -> dict:
@@ -401,9 +450,10 @@ def environment() -> dict:
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
 
 
-def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
+def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict[str, dict] | None = None) -> dict:
     """The held-out benchmark (plan.heldout.data, built when missing): input, the classical smoothers
-    tuned on its val split, every finished run and the shipped smoother, per blend."""
+    tuned on its val split, every finished run (carried-over runs with the scores their file holds)
+    and the shipped smoother, per blend."""
     data = plan.heldout["data"]
     if not (Path(data) / "manifest.csv").is_file():
         command = [sys.executable, "dataset_utils/make_heldout.py", "--out", data, "--size",
@@ -422,8 +472,11 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict]) -> dict:
     for name in records:
         scores = score_run(ROOT / plan.experiments / name, data, "latest", "test", prefix="heldout_")
         per_run[name] = evaluation.group_means(scores["images"], name, blends)
+    for name, record in (carried or {}).items():
+        if record.get("heldout"):
+            per_run[name] = record["heldout"]
     for row in plan.rows:
-        runs = [per_run[n] for n, r in records.items() if r["row"] == row.name]
+        runs = [per_run[n] for n, r in {**records, **(carried or {})}.items() if r["row"] == row.name and n in per_run]
         if runs:
             table[row.name] = {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}}
                                for g in runs[0]}
@@ -463,11 +516,15 @@ def region_evaluation(plan: Plan, data: str) -> dict:
     return results
 
 
-def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
-    """Everything the report states, as one JSON-ready dict."""
+def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[str, dict] | None = None) -> dict:
+    """Everything the report states, as one JSON-ready dict; `carried`: records of runs not on this
+    machine (carry_over)."""
+    carried = carried or {}
     records = {}
     order = [r.name for r in plan.rows]
     for run in sorted(runs, key=lambda r: (order.index(r.row.name), r.seed)):
+        if run.name in carried:
+            continue
         stale = stale_keys(run, plan)
         if stale:
             print(f"error: {run.dir} was trained with another config than its row gives now ({'; '.join(stale)}); "
@@ -479,19 +536,24 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
             continue
         print(f"scoring {run.dir} on the test split", flush=True)
         records[run.name] = run_record(run, args.data)
-    if not records:
+    if not records and not carried:
         raise ReportError("no finished run to report")
     base = baselines(plan, args.data, args.filters, args.workers)
     info = read_dataset_info(args.data) or {}
     test_only = {k for k, v in info.get("textures", {}).items() if v == "test-only"}
     seed = plan.seeds[0]
+    for name, record in records.items():
+        record["groups"] = by_group(record["images"], name, test_only)
 
     groups = {"input": by_group(base["images"], evaluation.INPUT_ROW, test_only)}
     for name in base["filters"]:
         groups[name.upper()] = by_group(base["images"], name, test_only)
     for row in plan.rows:
-        cells = [by_group(r["images"], n, test_only) for n, r in records.items() if r["row"] == row.name]
-        if cells and cells[0]:
+        old = [r for r in carried.values() if r["row"] == row.name]
+        cells = [r["groups"] for r in [*records.values(), *old] if r["row"] == row.name and r.get("groups")]
+        if old and not cells and old[0].get("row_groups"):  # every run carried from a file without per-run groups
+            groups[row.name] = old[0]["row_groups"]
+        elif cells and cells[0]:
             groups[row.name] = mean_over(cells)
     fit = {}
     for name in plan.train_split:
@@ -501,7 +563,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
             fit.setdefault("input", by_group(scores["images"], evaluation.INPUT_ROW, test_only))
             fit[name] = by_group(scores["images"], f"{name}_s{seed}", test_only)
 
-    agg = aggregate(plan, records)
+    agg = aggregate(plan, {**records, **carried})
     grid_run = f"{plan.grid['run']}_s{seed}" if plan.grid.get("run") else None
     grid = {}
     if grid_run in records:
@@ -519,7 +581,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
                                                       cfg.segmenter.output_stride, cfg.loss.seg_normalize)
             segmenter["classes"] = info.get("classes")
     region_results = region_evaluation(plan, args.data) if plan.regions else {}
-    heldout_results = heldout_evaluation(plan, args, records) if plan.heldout else {}
+    heldout_results = heldout_evaluation(plan, args, records, carried) if plan.heldout else {}
     shipped_test = {}
     if args.shipped and (ROOT / args.shipped).is_file():
         shipped_test = score_weights(ROOT / args.shipped, args.data, "test", ROOT / plan.experiments / "test_shipped.json",
@@ -532,7 +594,11 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str]) -> dict:
                     "gt_smoother": (info.get("config") or {}).get("gt_smoother")},
         "rows": {r.name: {"title": r.title, "config": r.config, "overrides": r.overrides, "step_scale": r.step_scale,
                           **agg[r.name]} for r in plan.rows if r.name in agg},
-        "runs": {n: {k: v for k, v in r.items() if k != "images"} for n, r in records.items()},
+        "runs": {run.name: {k: v for k, v in (records.get(run.name) or carried[run.name]).items()
+                            if k not in ("images", "heldout", "row_groups")}
+                 for run in sorted(runs, key=lambda r: (order.index(r.row.name), r.seed))
+                 if run.name in records or run.name in carried},
+        "carried_over": {"file": str(args.carry_over), "runs": list(carried)} if carried else {},
         "baselines": {"input": base["methods"]["input"], "select_on": base["val_split"], "n_val": base["n_val"],
                       "select_metric": base["select_metric"],
                       "filters": {n: {"params": f["params"], **f["metrics"], "seconds_per_image": f["seconds_per_image"]}
@@ -718,6 +784,14 @@ def tables(plan: Plan, res: dict) -> str:
         add(f"| {name} | {r['train']['steps']} | {_f(t['psnr_paper']['mean'], 2)} | {_f(t['ssim_paper']['mean'], 4)} | "
             f"{_f(t['psnr_standard']['mean'], 2)} | {_f(t['ssim_standard']['mean'], 4)} | {best} | "
             f"{_f(r['train']['train_seconds'] / 60, 1)} min |")
+    carried = res.get("carried_over") or {}
+    if carried:
+        unchecked = [n for n in carried["runs"] if not res["runs"][n].get("config_checked")]
+        add("")
+        add(f"Carried over from `{carried['file']}` (their run folders are not on this machine; numbers as that "
+            f"file holds them): {', '.join(carried['runs'])}."
+            + (f" The file predates recorded training settings for {', '.join(unchecked)}: those were matched by "
+               f"their row's definition (config file, overrides, step scale) only." if unchecked else ""))
     if res["failed"]:
         add("")
         add(f"Missing (failed, unfinished, or trained with another config than its row gives now): "
@@ -819,6 +893,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shipped", default=None, help="the shipped smoother; the report names the run whose final "
                                                    "weights it is (default: the definition's)")
     p.add_argument("--no-train", action="store_true", help="do not train: report only the runs that have finished")
+    p.add_argument("--carry-over", nargs="?", const="", default=None, metavar="RESULTS_JSON",
+                   help="report runs that have no folder under --experiments (another machine trained them) with "
+                        "the numbers an earlier results.json holds (default: <out>/results.json), when their "
+                        "training settings (or, in older files, their row's definition) are unchanged")
     p.add_argument("--retrain-stale", action="store_true",
                    help="retrain runs whose config.yaml differs from what their row asks for now (train.py "
                         "--overwrite: the old run folder is moved to <run>_archived_<time>)")
@@ -846,6 +924,8 @@ def resolve(args) -> Plan:
         plan.grid["rows"] = args.grid_rows
     args.data = args.data or plan.data
     args.out = args.out or plan.out
+    if args.carry_over == "":
+        args.carry_over = str(Path(args.out) / "results.json")
     args.shipped = plan.shipped if args.shipped is None else args.shipped
     args.filters = [f for f in args.filters.split(",") if f] or plan.filters
     from csgis.filters import FILTERS
@@ -872,9 +952,21 @@ def main(argv=None) -> int:
             print(f"error: could not build the demo dataset in {args.data}", file=sys.stderr)
             return 1
     runs = planned_runs(plan)
-    failed = [] if args.no_train else train_runs(plan, runs, args.retrain_stale)
+    carried = {}
     try:
-        res = collect(plan, args, runs, failed)
+        if args.carry_over:  # read before anything is written: it may be the file this run rewrites
+            carried, problems = carry_over(plan, runs, Path(args.carry_over))
+            for line in problems:
+                print(f"warning: {line}", file=sys.stderr)
+            if carried:
+                print(f"carried over from {args.carry_over} (no run folder here, not trained): "
+                      f"{', '.join(carried)}", flush=True)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [] if args.no_train else train_runs(plan, [r for r in runs if r.name not in carried], args.retrain_stale)
+    try:
+        res = collect(plan, args, runs, failed, carried)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

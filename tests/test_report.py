@@ -164,6 +164,64 @@ def test_a_row_is_one_entry_and_bad_definitions_are_one_line(demo_root, tmp_path
     assert "has no row(s) ['fool']" in capsys.readouterr().err
 
 
+def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(demo_root, tmp_path, capsys):
+    """--carry-over: a run whose folder is not on this machine keeps its row, with the numbers the
+    earlier results.json holds, while its training settings match its row; otherwise it is missing."""
+    plan = tiny_plan(tmp_path, demo_root, seeds=[0], verdicts=["full"], training_length=[], train_split=[],
+                     grid={}, regions={}, heldout={"data": str(tmp_path / "heldout"), "size": "tiny"})
+    exp, out = tmp_path / "exp", tmp_path / "docs"
+    argv = ["--config", str(plan), "--workers", "1", "--rows", "baseline", "full"]
+    assert make_report.main(argv) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["runs"]["full_s0"]["config"]["loss.contrastive"] == 1.0 and "name" not in first["runs"]["full_s0"]["config"]
+    (exp / "full_s0").rename(tmp_path / "moved_full_s0")  # trained on another machine: not here
+
+    assert make_report.main(argv + ["--no-train"]) == 1  # without --carry-over the row is missing
+    missing = json.loads((out / "results.json").read_text())
+    assert missing["failed"] == ["full_s0"] and "full" not in missing["rows"] and "full" not in missing["heldout"]["table"]
+    (out / "results.json").write_text(json.dumps(first))
+
+    capsys.readouterr()
+    assert make_report.main(argv + ["--no-train", "--carry-over"]) == 0
+    assert "carried over from" in capsys.readouterr().out
+    carried = json.loads((out / "results.json").read_text())
+    assert carried["failed"] == [] and carried["carried_over"]["runs"] == ["full_s0"]
+    for key in ("rows", "verdicts"):
+        assert carried[key] == first[key], key
+    assert carried["by_image_group"]["full"] == first["by_image_group"]["full"]
+    assert carried["heldout"]["table"]["full"] == first["heldout"]["table"]["full"]
+    assert carried["runs"]["full_s0"]["test"] == first["runs"]["full_s0"]["test"]
+    assert carried["runs"]["full_s0"]["config_checked"] is True
+    text = (out / "RESULTS.md").read_text()
+    assert "Carried over from" in text and "full_s0" in text and "predates recorded training settings" not in text
+    # With training on, a run that is carried over is not trained again.
+    assert make_report.main(argv + ["--carry-over"]) == 0
+    assert not (exp / "full_s0").exists() and json.loads((out / "results.json").read_text())["rows"] == first["rows"]
+
+    # A file from before training settings were recorded: matched by the row's definition, and said so.
+    older = json.loads(json.dumps(first))
+    for record in older["runs"].values():
+        del record["config"], record["groups"]
+    (out / "results.json").write_text(json.dumps(older))
+    assert make_report.main(argv + ["--no-train", "--carry-over"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"]["full_s0"]["config_checked"] is False and again["rows"] == first["rows"]
+    assert again["by_image_group"]["full"] == first["by_image_group"]["full"]
+    assert "predates recorded training settings for full_s0" in (out / "RESULTS.md").read_text()
+
+    # The row's config edited since: the recorded settings differ, so the run is not carried over.
+    (out / "results.json").write_text(json.dumps(first))
+    config = tmp_path / "tiny.yaml"
+    edited = yaml.safe_load(config.read_text())
+    edited["loss"]["l1"] = 2.0
+    config.write_text(yaml.safe_dump(edited))
+    capsys.readouterr()
+    assert make_report.main(argv + ["--no-train", "--carry-over", str(out / "results.json"), "--rows", "full"]) == 1
+    err = capsys.readouterr().err
+    assert "full_s0 in" in err and "loss.l1: 1.0 -> 2.0" in err and "not carried over" in err
+    assert "no finished run to report" in err  # full_s0 was the only run asked for
+
+
 def test_demo_report_rows_ask_for_the_runs_the_report_was_trained_with():
     """configs/reports/demo.yaml resolves to the settings of the report's runs: the demo ablation
     files, 2x/4x/8x as scaled epochs and milestones, ten times the semantic weight, the rich data."""
