@@ -62,10 +62,14 @@ def test_mixed_precision_training_steps_agree_with_fp32(device):
         assert abs(loss - reference) <= 2e-2 * abs(reference), (amp, loss, reference)
 
 
-def test_channels_last_and_compile_agree_with_eager(device):
-    reference = first_step_loss(device)
-    assert first_step_loss(device, channels_last=True) == pytest.approx(reference, rel=1e-4)
-    assert first_step_loss(device, compile=True) == pytest.approx(reference, rel=1e-4)
+def test_channels_last_agrees_with_eager(device):
+    assert first_step_loss(device, channels_last=True) == pytest.approx(first_step_loss(device), rel=1e-4)
+
+
+def test_compile_agrees_with_eager(device):
+    # The CPU dry run of scripts/device/run.sh leaves this one out: a cold inductor cache takes
+    # about 50 s on one CPU thread, more than the dry run's share for these tests.
+    assert first_step_loss(device, compile=True) == pytest.approx(first_step_loss(device), rel=1e-4)
 
 
 def test_tiled_equals_untiled_on_the_device(device):
