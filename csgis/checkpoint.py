@@ -394,3 +394,31 @@ def load_training_state(path: str | os.PathLike, map_location: Any = "cpu") -> d
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected {expected}")
     return state
+
+
+TRAINING_STATE_FORMAT = "csgis-training-state"  # the "format" entry of the states csgis.train writes
+STATE_WEIGHTS = {"trained": "model", "average": "ema"}  # which weights of a training state -> its key
+
+
+def smoother_from_state(path: str | os.PathLike, which: str = "trained") -> tuple[Smoother, dict]:
+    """(Smoother in eval mode, the state) from a smoothing run's training state: its trained weights
+    ('model') or their moving average ('ema', written when it trained with train.ema_decay)."""
+    path = os.fspath(path)
+    if which not in STATE_WEIGHTS:
+        raise ValueError(f"which must be one of {list(STATE_WEIGHTS)}, got {which!r}")
+    state = load_training_state(path)
+    if state.get("format") != TRAINING_STATE_FORMAT or state.get("task") != "smoothing":
+        raise CheckpointError(f"{path}: not the training state of a smoothing run (format "
+                              f"{state.get('format')!r}, task {state.get('task')!r})")
+    entry = state.get(STATE_WEIGHTS[which])
+    weights = entry.get("weights") if which == "average" and isinstance(entry, dict) else entry
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: holds no moving average of the weights (the run trained without "
+                              f"train.ema_decay)" if which == "average" else f"{path}: holds no weights")
+    try:
+        arch = infer_arch(weights)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: cannot read the architecture ({e}); expected {SMOOTHER_EXPECTED}") from e
+    model = Smoother(**arch)
+    _load_strict(model, weights, path, f"Smoother({arch})")
+    return model.eval(), state

@@ -417,3 +417,35 @@ def test_ema_decay_outside_zero_one_is_one_config_error(value):
     from csgis.config import ConfigError, from_dict
     with pytest.raises(ConfigError, match=r"train.ema_decay.*\[0, 1\)"):
         from_dict({"train": {"ema_decay": value}})
+
+
+def test_export_weights_writes_the_trained_or_the_averaged_weights_of_a_state(demo_root, tmp_path, capsys):
+    """scripts/export_weights.py: a training state -> a checkpoint of its trained weights (default) or
+    of their moving average, loadable like models/*.pth; bad requests are one line and exit 2."""
+    import export_weights
+    train(tiny_config(demo_root, tmp_path, "ema", train={"epochs": 1, "ema_decay": 0.6}))
+    train(tiny_config(demo_root, tmp_path, "plain", train={"epochs": 1}))
+    state_path = tmp_path / "ema" / "training_states" / "latest.state"
+    state = load_training_state(state_path)
+    for which, weights in (("trained", state["model"]), ("average", state["ema"]["weights"])):
+        out = tmp_path / f"{which}.pth"
+        assert export_weights.main(["--state", str(state_path), "--out", str(out), "--weights", which]) == 0
+        assert_same_tensors(load_smoother(out).state_dict(), weights, which)
+        raw = torch.load(out, weights_only=True)
+        assert raw["weights"] == which and raw["epoch"] == 1 and raw["iteration"] == 8
+        assert raw["config"]["train"]["ema_decay"] == 0.6
+    # the average is what the run's own models/latest.pth holds
+    assert_same_tensors(load_smoother(tmp_path / "average.pth").state_dict(),
+                        load_smoother(tmp_path / "ema" / "models" / "latest.pth").state_dict(), "latest.pth")
+    capsys.readouterr()
+    plain_state = tmp_path / "plain" / "training_states" / "latest.state"
+    bad = [(["--state", str(state_path), "--out", str(tmp_path / "trained.pth")], "exists; pass --overwrite"),
+           (["--state", str(plain_state), "--out", str(tmp_path / "x.pth"), "--weights", "average"],
+            "holds no moving average"),
+           (["--state", str(tmp_path / "average.pth"), "--out", str(tmp_path / "y.pth")],
+            "not the training state of a smoothing run")]
+    for argv, message in bad:
+        assert export_weights.main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "x.pth").exists() and not (tmp_path / "y.pth").exists()

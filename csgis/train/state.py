@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-STATE_FORMAT = "csgis-training-state"
+from csgis.checkpoint import TRAINING_STATE_FORMAT as STATE_FORMAT  # noqa: F401  (re-exported; defined once, in csgis.checkpoint)
 
 
 def seed_everything(seed: int) -> None:

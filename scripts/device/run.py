@@ -207,14 +207,11 @@ def training(python: str, device: str, dry: bool, data: Path, work: Path, second
         shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
     state = run_dir / "training_states" / "latest.state"
     if state.is_file():  # the final weights, weights only (the whole state would exceed 16 MiB)
-        status, text, _ = run([python, "-c", (
-            "import sys, torch; from csgis.checkpoint import load_smoother, load_training_state, save_checkpoint; "
-            "s = load_training_state(sys.argv[1]); m = load_smoother(sys.argv[1]); "
-            "save_checkpoint(sys.argv[2], m, config=s['config'], epoch=s['epoch'], iteration=s['global_step']); "
-            "print(s['global_step'], s['epoch'])"), str(state), str(out / "final.pth")], 300)
-        if status == 0:
-            steps, epochs = map(int, text.split()[-2:])
-            result.update(steps=steps, epochs=epochs, weights="final.pth")
+        status, text, _ = run([python, "scripts/export_weights.py", "--state", str(state), "--out",
+                               str(out / "final.pth"), "--overwrite"], 300)
+        found = re.search(r"\(epoch (\d+), step (\d+)\)", text) if status == 0 else None
+        if found:
+            result.update(epochs=int(found[1]), steps=int(found[2]), weights="final.pth")
         else:
             result["export_error"] = text[-500:]
     return result
