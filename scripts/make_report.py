@@ -324,6 +324,15 @@ def run_record(run: Run, data: str) -> dict:
     }
 
 
+def _train_split_groups(previous: dict, run: Run) -> dict | None:
+    """The training-split scores an earlier results.json holds for `run` ({'input': .., row: ..}):
+    only for the seed that table was made with."""
+    fit, seeds = previous.get("training_split") or {}, previous.get("seeds") or []
+    if run.row.name not in fit or not seeds or run.name != f"{run.row.name}_s{seeds[0]}":
+        return None
+    return {"input": fit.get("input"), run.row.name: fit[run.row.name]}
+
+
 def carry_over(plan: Plan, runs: list[Run], previous_path: Path) -> tuple[dict, list[str]]:
     """Runs of the plan that have no folder here, taken from an earlier results.json -> ({name: record},
     problems). A record that stored its training settings is carried only when they equal what its row
@@ -360,7 +369,8 @@ def carry_over(plan: Plan, runs: list[Run], previous_path: Path) -> tuple[dict, 
         same_heldout = bool(plan.heldout) and heldout.get("data") == plan.heldout.get("data")
         carried[run.name] = {**record, "carried_from": str(previous_path), "config_checked": checked,
                              "heldout": heldout.get("runs", {}).get(run.name) if same_heldout else None,
-                             "row_groups": (previous.get("by_image_group") or {}).get(run.row.name)}
+                             "row_groups": (previous.get("by_image_group") or {}).get(run.row.name),
+                             "train_split_groups": _train_split_groups(previous, run)}
     return carried, problems
 
 
@@ -562,6 +572,10 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[
             scores = score_run(ROOT / plan.experiments / f"{name}_s{seed}", args.data, "latest", "train")
             fit.setdefault("input", by_group(scores["images"], evaluation.INPUT_ROW, test_only))
             fit[name] = by_group(scores["images"], f"{name}_s{seed}", test_only)
+        elif (carried.get(f"{name}_s{seed}") or {}).get("train_split_groups"):  # as the earlier file had it
+            old = carried[f"{name}_s{seed}"]["train_split_groups"]
+            fit.setdefault("input", old["input"])
+            fit[name] = old[name]
 
     agg = aggregate(plan, {**records, **carried})
     grid_run = f"{plan.grid['run']}_s{seed}" if plan.grid.get("run") else None
@@ -595,7 +609,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[
         "rows": {r.name: {"title": r.title, "config": r.config, "overrides": r.overrides, "step_scale": r.step_scale,
                           **agg[r.name]} for r in plan.rows if r.name in agg},
         "runs": {run.name: {k: v for k, v in (records.get(run.name) or carried[run.name]).items()
-                            if k not in ("images", "heldout", "row_groups")}
+                            if k not in ("images", "heldout", "row_groups", "train_split_groups")}
                  for run in sorted(runs, key=lambda r: (order.index(r.row.name), r.seed))
                  if run.name in records or run.name in carried},
         "carried_over": {"file": str(args.carry_over), "runs": list(carried)} if carried else {},

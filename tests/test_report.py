@@ -167,7 +167,7 @@ def test_a_row_is_one_entry_and_bad_definitions_are_one_line(demo_root, tmp_path
 def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(demo_root, tmp_path, capsys):
     """--carry-over: a run whose folder is not on this machine keeps its row, with the numbers the
     earlier results.json holds, while its training settings match its row; otherwise it is missing."""
-    plan = tiny_plan(tmp_path, demo_root, seeds=[0], verdicts=["full"], training_length=[], train_split=[],
+    plan = tiny_plan(tmp_path, demo_root, seeds=[0], verdicts=["full"], training_length=[], train_split=["full"],
                      grid={}, regions={}, heldout={"data": str(tmp_path / "heldout"), "size": "tiny"})
     exp, out = tmp_path / "exp", tmp_path / "docs"
     argv = ["--config", str(plan), "--workers", "1", "--rows", "baseline", "full"]
@@ -189,6 +189,7 @@ def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(d
     for key in ("rows", "verdicts"):
         assert carried[key] == first[key], key
     assert carried["by_image_group"]["full"] == first["by_image_group"]["full"]
+    assert carried["training_split"] == first["training_split"] and set(first["training_split"]) == {"input", "full"}
     assert carried["heldout"]["table"]["full"] == first["heldout"]["table"]["full"]
     assert carried["runs"]["full_s0"]["test"] == first["runs"]["full_s0"]["test"]
     assert carried["runs"]["full_s0"]["config_checked"] is True
