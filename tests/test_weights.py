@@ -47,7 +47,8 @@ def test_rich_smoother_is_the_device_config_fine_tuned():
     blending), fine-tuned on the CPU from the GPU windows' weights (README, Weights): a lower rate
     with a drop, the baseline loss terms only (the ablations: the teachers cost held-out PSNR at
     this budget), batch 8 of 96 px, and in its last stage no brightness / contrast jitter with
-    amplitudes from 0 (the tone curve, docs/RESULTS.md notes) as configs/device.yaml now has."""
+    amplitudes from 0 (the tone curve, docs/RESULTS.md notes) as configs/device.yaml now has; the
+    trained weights of that stage's final state (scripts/export_weights.py), not their moving average."""
     raw = torch.load(RICH, map_location="cpu", weights_only=True)
     device = load_config(ROOT / "configs" / "device.yaml")
     model = load_smoother(RICH)
@@ -60,6 +61,7 @@ def test_rich_smoother_is_the_device_config_fine_tuned():
     assert config["data"]["blend_amplitude"] == device.data.blend_amplitude
     assert (config["loss"]["contrastive"], config["loss"]["segmentation"]) == (0, 0)
     assert raw["epoch"] == config["train"]["epochs"]  # the schedule's final weights, not a chosen epoch
+    assert raw["weights"] == "trained" and raw["iteration"] == config["train"]["epochs"] * config["train"]["max_iters_per_epoch"]
     _smooths_a_checkerboard(model)
 
 
