@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if out.exists() and out.resolve() == Path(args.state).resolve():
+        print(f"error: --out {out} is the training state itself; write the weights to another file", file=sys.stderr)
+        return 2
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2

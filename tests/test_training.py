@@ -443,9 +443,11 @@ def test_export_weights_writes_the_trained_or_the_averaged_weights_of_a_state(de
            (["--state", str(plain_state), "--out", str(tmp_path / "x.pth"), "--weights", "average"],
             "holds no moving average"),
            (["--state", str(tmp_path / "average.pth"), "--out", str(tmp_path / "y.pth")],
-            "not the training state of a smoothing run")]
+            "not the training state of a smoothing run"),
+           (["--state", str(state_path), "--out", str(state_path), "--overwrite"], "is the training state itself")]
     for argv, message in bad:
         assert export_weights.main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "x.pth").exists() and not (tmp_path / "y.pth").exists()
+    assert load_training_state(state_path)["global_step"] > 0  # the state itself is untouched
