@@ -228,7 +228,12 @@ def load_smoother(path: str | os.PathLike, map_location: Any = "cpu") -> Smoothe
             raise CheckpointError(f"{path}: looks like a DeepLabV3Plus-Pytorch segmenter checkpoint "
                                   f"('model_state'), expected {SMOOTHER_EXPECTED}")
     state_dict = _pick_state_dict(obj, path, ("state_dict", "model", "net"), SMOOTHER_EXPECTED)
+    return _smoother_from_weights(state_dict, obj, path, map_location)
 
+
+def _smoother_from_weights(state_dict: dict, obj: Any, path: str, map_location: Any = "cpu") -> Smoother:
+    """Smoother in eval mode from a state dict of ours or the authors' layout; `obj`: the file's
+    top-level object (its 'arch' and 'channel_order' entries are checked when it has them)."""
     if "descriptor.conv_in.weight" in state_dict:
         layout, channel_order = "authors", "bgr"  # the release reads images with cv2.imread
         try:
@@ -415,10 +420,4 @@ def smoother_from_state(path: str | os.PathLike, which: str = "trained") -> tupl
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: holds no moving average of the weights (the run trained without "
                               f"train.ema_decay)" if which == "average" else f"{path}: holds no weights")
-    try:
-        arch = infer_arch(weights)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: cannot read the architecture ({e}); expected {SMOOTHER_EXPECTED}") from e
-    model = Smoother(**arch)
-    _load_strict(model, weights, path, f"Smoother({arch})")
-    return model.eval(), state
+    return _smoother_from_weights(weights, state, path), state
