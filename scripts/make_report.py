@@ -473,23 +473,33 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             raise ReportError(f"could not build the held-out benchmark in {data}")
     info = read_dataset_info(data) or {}
     blends = {sample: v["blend"] for sample, v in info.get("samples", {}).items()}
+    # The same images by blend and kind of structure (cartoon, photo-derived), for the rows scored here.
+    kinds = {sample: f"{v['blend']}, {v['kind']}" for sample, v in info.get("samples", {}).items() if "kind" in v}
     print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
     base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json")
     table = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, blends)}
+    by_kind = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, kinds)}
     for name in base["filters"]:
         table[name.upper()] = evaluation.group_means(base["images"], name, blends)
-    per_run = {}
+        by_kind[name.upper()] = evaluation.group_means(base["images"], name, kinds)
+    per_run, per_run_kind = {}, {}
     for name in records:
         scores = score_run(ROOT / plan.experiments / name, data, "latest", "test", prefix="heldout_")
         per_run[name] = evaluation.group_means(scores["images"], name, blends)
+        per_run_kind[name] = evaluation.group_means(scores["images"], name, kinds)
     for name, record in (carried or {}).items():
         if record.get("heldout"):
             per_run[name] = record["heldout"]
+
+    def mean_of(runs: list[dict]) -> dict:
+        return {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}} for g in runs[0]}
+
     for row in plan.rows:
-        runs = [per_run[n] for n, r in {**records, **(carried or {})}.items() if r["row"] == row.name and n in per_run]
-        if runs:
-            table[row.name] = {g: {"n": runs[0][g]["n"], **{k: sum(r[g][k] for r in runs) / len(runs) for k in METRICS}}
-                               for g in runs[0]}
+        members = [n for n, r in {**records, **(carried or {})}.items() if r["row"] == row.name and n in per_run]
+        if members:
+            table[row.name] = mean_of([per_run[n] for n in members])
+            if all(n in per_run_kind for n in members):  # every seed scored here, none carried over
+                by_kind[row.name] = mean_of([per_run_kind[n] for n in members])
     # Shipped files at 1x, at each show.py --scale and with --self-ensemble: the shipped smoother as
     # "shipped", the others by file. Variants: (row-name suffix, cache-name suffix, score_weights options).
     variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
@@ -502,8 +512,11 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             scored = score_weights(ROOT / weights, data, "test",
                                    ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", name, **options)
             table[name] = evaluation.group_means(scored["images"], name, blends)
+            if not options:
+                by_kind[name] = evaluation.group_means(scored["images"], name, kinds)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
-            "n_val": base["n_val"], "table": table, "runs": per_run}
+            "n_val": base["n_val"], "table": table, "runs": per_run,
+            "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother")}
 
 
 def region_evaluation(plan: Plan, data: str) -> dict:
@@ -764,6 +777,28 @@ def tables(plan: Plan, res: dict) -> str:
                 f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
                 if b in cells else "" for b in blends) + " |")
         add("")
+        by_kind = held.get("by_kind") or {}
+        if by_kind:
+            groups = sorted((g for g in by_kind["input"] if g not in ("all", "?")),
+                            key=lambda g: (g.split(", ")[0] != "gray", g))
+            add("### Held-out benchmark by kind of structure")
+            add("")
+            add("The same test images by blend and kind: *cartoon* structures are flat colours with dark outlines; "
+                "*photo* structures are photographs smoothed by the ground-truth smoother of every builder, "
+                f"`{held.get('gt_smoother')}`, the smoother of the L0 row at another λ. Rows whose runs were scored "
+                "here (a carried-over run has only its per-blend means). PSNR / SSIM paper:")
+            add("")
+            add("| method | " + " | ".join(f"{g} (n={by_kind['input'][g]['n']})" for g in groups) + " |")
+            add("|---|" + "---|" * len(groups))
+            for label, cells in by_kind.items():
+                title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
+                         f"shipped `{label}`" if label in (res.get("also_shipped_test") or {}) else
+                         label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label == "shipped"
+                         else label)
+                add(f"| {title} | " + " | ".join(
+                    f"{cells[g]['psnr_paper']:.2f} / {cells[g]['ssim_paper']:.4f}" if g in cells else ""
+                    for g in groups) + " |")
+            add("")
     fit = res["training_split"]
     if fit:
         kinds = [g for g in fit["input"] if "textures" not in g]

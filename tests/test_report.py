@@ -101,6 +101,15 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert held["input"]["gray"]["n"] == held["input"]["colour"]["n"] > 0
     assert held["input"]["all"]["n"] == held["input"]["gray"]["n"] + held["input"]["colour"]["n"]
     assert "## Held-out benchmark" in text
+    # by blend and kind of structure: the same images, split (every run of this report was scored here)
+    kind = result["heldout"]["by_kind"]
+    assert {"input", "L0", "full", "full_2x"} <= set(kind) and "### Held-out benchmark by kind of structure" in text
+    for label in ("input", "full"):
+        for blend in ("gray", "colour"):
+            parts = [c for g, c in kind[label].items() if g.startswith(blend + ", ")]
+            assert len(parts) == 2 and sum(c["n"] for c in parts) == held[label][blend]["n"]
+            mean = sum(c["n"] * c["psnr_paper"] for c in parts) / held[label][blend]["n"]
+            assert abs(mean - held[label][blend]["psnr_paper"]) < 1e-9
 
     # People's notes below the marker survive a rerun; with --no-train nothing is trained and the numbers
     # are read back. Given a copy of full_2x's final weights as the shipped smoother, it names that run.
@@ -123,7 +132,9 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     also, first = again["also_shipped_test"][str(other)], again["shipped_test"]
     assert {k: also[k] for k in METRICS} == {k: first[k] for k in METRICS}
     assert again["heldout"]["table"][str(other)] == again["heldout"]["table"]["shipped"]
-    assert f"| shipped `{other}`, scale 2 | " in text and text.count(f"| shipped `{other}` | ") == 2
+    assert again["heldout"]["by_kind"][str(other)] == again["heldout"]["by_kind"]["shipped"]
+    assert "shipped, scale 2" not in again["heldout"]["by_kind"]
+    assert f"| shipped `{other}`, scale 2 | " in text and text.count(f"| shipped `{other}` | ") == 3  # test split, held-out, held-out by kind
     ensembled = again["heldout"]["table"]["shipped, self-ensemble"]
     assert ensembled["all"]["n"] == again["heldout"]["table"]["shipped"]["all"]["n"]
     assert ensembled["all"]["psnr_paper"] != again["heldout"]["table"]["shipped"]["all"]["psnr_paper"]
@@ -191,6 +202,7 @@ def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(d
     assert carried["by_image_group"]["full"] == first["by_image_group"]["full"]
     assert carried["training_split"] == first["training_split"] and set(first["training_split"]) == {"input", "full"}
     assert carried["heldout"]["table"]["full"] == first["heldout"]["table"]["full"]
+    assert "full" in first["heldout"]["by_kind"] and "full" not in carried["heldout"]["by_kind"]  # per blend only
     assert carried["runs"]["full_s0"]["test"] == first["runs"]["full_s0"]["test"]
     assert carried["runs"]["full_s0"]["config_checked"] is True
     text = (out / "RESULTS.md").read_text()
