@@ -256,6 +256,50 @@ def group_means(rows: Sequence[dict], method: str, groups: dict[str, str]) -> di
             for g, rs in members.items()}
 
 
+def sample_groups(info: dict | None, names: Iterable[str], fields: Sequence[str]) -> dict[str, str]:
+    """{image name: 'value, value'} from a dataset.json's per-sample records (info['samples']) for the
+    given fields (e.g. ('blend', 'kind') on the held-out benchmark). A name that is not a sample (a
+    ground truth scored with --clean) takes the values its samples (<name>__*) agree on; '?' where
+    there is none. ValueError when the dataset records no samples or none of them has a field."""
+    samples = (info or {}).get("samples") or {}
+    if not samples:
+        raise ValueError("the dataset's dataset.json records no per-sample fields to group by")
+    for field_name in fields:
+        if not any(field_name in v for v in samples.values()):
+            known = sorted({k for v in samples.values() for k in v})
+            raise ValueError(f"no sample records '{field_name}' (fields: {', '.join(known)})")
+    groups = {}
+    for name in names:
+        records = [samples[name]] if name in samples else [v for k, v in samples.items() if k.startswith(name + "__")]
+        values = []
+        for field_name in fields:
+            seen = {str(r.get(field_name, "?")) for r in records}
+            values.append(seen.pop() if len(seen) == 1 else "?")
+        groups[name] = ", ".join(values)
+    return groups
+
+
+def format_group_table(rows: Sequence[dict], groups: dict[str, str], title: str = "") -> str:
+    """Text table of every method's means by group (group_means), both conventions, groups sorted."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    labels = sorted(set(groups.values()))
+    width = max([len("method")] + [len(m) for m in methods])
+    gwidth = max([len("group")] + [len(g) for g in labels])
+    header = (f"{'method':<{width}}  {'group':<{gwidth}}  {'N':>5}  {'PSNR':>7}  {'SSIM':>6}  |  "
+              f"{'PSNR':>7}  {'SSIM':>6}")
+    lines = ([title] if title else []) + [
+        f"{'':<{width}}  {'':<{gwidth}}  {'':>5}  {'paper':^15}  |  {'standard':^15}", header, "-" * len(header)]
+    for method in methods:
+        means = group_means(rows, method, groups)
+        for label in labels:
+            if label in means:
+                m = means[label]
+                lines.append(f"{method:<{width}}  {label:<{gwidth}}  {m['n']:>5}  {_fmt(m['psnr_paper'], 2):>7}  "
+                             f"{_fmt(m['ssim_paper'], 4):>6}  |  {_fmt(m['psnr_standard'], 2):>7}  "
+                             f"{_fmt(m['ssim_standard'], 4):>6}")
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None, digits: int) -> str:
     if value is None:
         return "-"

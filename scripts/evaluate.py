@@ -7,6 +7,9 @@ or a dataset manifest):
 Run a checkpoint over a dataset split and score it (the textured input is scored too, as "input"):
     python scripts/evaluate.py --checkpoint experiments/x/models/best.pth --data data/voc_smooth \
         --split test [--save results/] [--tile 512] [--device cuda]
+Also the means by fields of the dataset's dataset.json samples (blend and kind of structure on the
+held-out benchmark; with --clean, the fields the samples of each ground truth share):
+    python scripts/evaluate.py --checkpoint weights/rich_smoother.pth --data data/heldout --group blend,kind
 
 Exit status: 0 when every ground truth was scored; 1 when some could not be (a file unreadable, a
 pair's sizes differ, or a ground truth without a prediction: each reported, the rest still scored
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 
 from csgis import evaluation
+from csgis.data.manifest import read_dataset_info
 from csgis.io import check_writable, is_within
 
 
@@ -46,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tone", action="store_true",
                         help="with --checkpoint: also print the mean signed error (result - GT) of the dark, mid "
                              "and bright ground-truth pixels, a check for a tone curve (dark regions made darker)")
+    parser.add_argument("--group", help="also print the means by these comma-separated fields of the dataset's "
+                                        "dataset.json samples, e.g. 'blend' or 'blend,kind' on the held-out benchmark")
     parser.add_argument("--name", help="method name in the table (default: the --pred folder name, or 'model')")
     parser.add_argument("--csv", help="write per-image metrics to this CSV file")
     parser.add_argument("--json", help="write the summary and per-image metrics to this JSON file")
@@ -54,6 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="exit 0 even when some ground truths have no prediction (scoring a subset on purpose)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.group is not None:
+        args.group = [f.strip() for f in args.group.split(",") if f.strip()]
+        if not args.group:
+            parser.error("--group needs at least one field name, e.g. --group blend,kind")
+        if not (args.data or args.manifest):
+            parser.error("--group needs a dataset folder (--data, or --manifest with --pred)")
     if args.pred is not None:
         if (args.gt is None) == (args.manifest is None):
             parser.error("--pred needs exactly one of --gt or --manifest")
@@ -95,6 +107,9 @@ def main(argv=None) -> int:
     reuse_large_allocations()  # large CPU speed-up, same results (see csgis/runtime.py)
     try:
         check_outputs(args)
+        info = read_dataset_info(args.data or args.manifest) if args.group else None
+        if args.group:
+            evaluation.sample_groups(info, [], args.group)  # a field no sample records: before any scoring
         if args.pred is not None:
             report = evaluation.evaluate_folder(args.pred, args.gt, args.manifest, args.split, args.name,
                                                 args.workers, progress=not args.quiet)
@@ -103,7 +118,9 @@ def main(argv=None) -> int:
                                                args.device, args.max_images, progress=not args.quiet,
                                                label=args.name or "model", self_ensemble=args.self_ensemble,
                                                clean=args.clean, tone=args.tone)
-    except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint: one line
+        groups = (evaluation.sample_groups(info, {r["name"] for r in report["images"]}, args.group)
+                  if args.group else None)
+    except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint, bad --group: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -132,6 +149,8 @@ def main(argv=None) -> int:
     for label, summary in report["methods"].items():
         if "tone" in summary:
             print(evaluation.format_tone(summary["tone"], label))
+    if groups:
+        print(evaluation.format_group_table(report["images"], groups, f"by {', '.join(args.group)}:"))
     try:
         status = evaluation.write_outputs(report, args.csv, args.json)
     except (OSError, UnicodeError) as e:

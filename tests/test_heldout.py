@@ -96,3 +96,28 @@ def test_the_two_blends():
     assert np.abs(colour.mean(axis=(0, 1))).max() < 1 and colour.std() == pytest.approx(0.6 * heldout.TEXTURE_STD, rel=0.05)
     with pytest.raises(ValueError, match="unknown blend"):
         heldout.blend(gt, pattern, "sepia", 1.0, 1.0, (0, 0))
+
+
+def test_evaluate_groups_by_blend_and_kind(built, capsys):
+    """evaluate.py --group: the means by dataset.json fields; a ground truth (--clean) takes the fields its
+    samples share; an unknown field is one line and exit 2."""
+    import evaluate
+    from csgis import evaluation
+    from csgis.data.manifest import read_dataset_info
+    info = read_dataset_info(built)
+    test = [r for r in read_manifest(built) if r["split"] == "test"]
+    assert evaluate.main(["--pred", str(built / "input"), "--manifest", str(built), "--split", "test",
+                          "--group", "blend,kind", "--allow-missing", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    counts = {}
+    for r in test:
+        key = f"{info['samples'][r['id']]['blend']}, {info['samples'][r['id']]['kind']}"
+        counts[key] = counts.get(key, 0) + 1
+    assert "by blend, kind:" in out and len(counts) == 4
+    for key, n in counts.items():
+        assert any(line.split()[1:4] == [*key.split(), str(n)] for line in out.splitlines()), key
+    structures = {r["id"].split("__")[0] for r in test}
+    groups = evaluation.sample_groups(info, structures, ["kind", "blend"])
+    assert all(g.split(", ")[0] in ("cartoon", "photo") and g.endswith(", ?") for g in groups.values())
+    assert evaluate.main(["--pred", str(built / "input"), "--manifest", str(built), "--group", "colour"]) == 2
+    assert "no sample records 'colour'" in capsys.readouterr().err
