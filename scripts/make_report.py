@@ -472,9 +472,10 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
         if subprocess.call(command, cwd=ROOT) != 0:
             raise ReportError(f"could not build the held-out benchmark in {data}")
     info = read_dataset_info(data) or {}
-    blends = {sample: v["blend"] for sample, v in info.get("samples", {}).items()}
+    samples = info.get("samples") or {}
+    blends = evaluation.sample_groups(info, samples, ["blend"]) if samples else {}
     # The same images by blend and kind of structure (cartoon, photo-derived), for the rows scored here.
-    kinds = {sample: f"{v['blend']}, {v['kind']}" for sample, v in info.get("samples", {}).items() if "kind" in v}
+    kinds = evaluation.sample_groups(info, samples, ["blend", "kind"]) if samples else {}
     print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
     base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json")
     table = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, blends)}
@@ -767,13 +768,15 @@ def tables(plan: Plan, res: dict) -> str:
         add("")
         add("| method | " + " | ".join(f"{b} (n={table['input'][b]['n']})" for b in blends) + " |")
         add("|---|" + "---|" * len(blends))
+        def held_title(label: str) -> str:
+            return (f"CSGIS-Net {title_of[label]}" if label in title_of else
+                    "shipped `{}`{}{}".format(*label.partition(",")) if label.partition(",")[0]
+                    in (res.get("also_shipped_test") or {}) else
+                    label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label.startswith("shipped")
+                    else label)
+
         for label, cells in table.items():
-            title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
-                     "shipped `{}`{}{}".format(*label.partition(",")) if label.partition(",")[0]
-                     in (res.get("also_shipped_test") or {}) else
-                     label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label.startswith("shipped")
-                     else label)
-            add(f"| {title} | " + " | ".join(
+            add(f"| {held_title(label)} | " + " | ".join(
                 f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
                 if b in cells else "" for b in blends) + " |")
         add("")
@@ -791,11 +794,7 @@ def tables(plan: Plan, res: dict) -> str:
             add("| method | " + " | ".join(f"{g} (n={by_kind['input'][g]['n']})" for g in groups) + " |")
             add("|---|" + "---|" * len(groups))
             for label, cells in by_kind.items():
-                title = (f"CSGIS-Net {title_of[label]}" if label in title_of else
-                         f"shipped `{label}`" if label in (res.get("also_shipped_test") or {}) else
-                         label.replace("shipped", f"shipped `{res['shipped']['file']}`", 1) if label == "shipped"
-                         else label)
-                add(f"| {title} | " + " | ".join(
+                add(f"| {held_title(label)} | " + " | ".join(
                     f"{cells[g]['psnr_paper']:.2f} / {cells[g]['ssim_paper']:.4f}" if g in cells else ""
                     for g in groups) + " |")
             add("")
