@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the results of the 8 rotations and mirror images of each image: 8x the "
                         "time, about +0.4 dB on the held-out benchmark (docs/RESULTS.md)")
+    p.add_argument("--keep-mean", action="store_true",
+                   help="shift each result, channel by channel, to its input's mean colour, as L0 and WLS "
+                        "smoothing do by construction (docs/RESULTS.md: about +0.8 dB on the held-out benchmark's "
+                        "validation part)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs; allow an output folder inside the input folder")
     r = p.add_argument_group("regions (see csgis/regions.py)")
@@ -273,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
           f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}"
-          + (", 8 views averaged (--self-ensemble)" if args.self_ensemble else ""),
+          + (", 8 views averaged (--self-ensemble)" if args.self_ensemble else "")
+          + (", input's mean colour kept (--keep-mean)" if args.keep_mean else ""),
           file=sys.stderr)
 
     written = skipped = 0
@@ -294,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             rgb = read_image(path)
             network = dict(tile=tile, device=device, amp=args.amp, channels_last=args.channels_last, batch=args.batch,
-                           self_ensemble=args.self_ensemble)
+                           self_ensemble=args.self_ensemble, keep_mean=args.keep_mean)
             if region.plain:
                 result = smooth_image(model, rgb, outputs=tuple(k for k in todo if k != "mask"), **network)
             else:

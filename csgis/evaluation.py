@@ -442,10 +442,11 @@ def score_inputs(samples: Sequence[Sample], workers: int = 1, progress: bool = T
 def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "test",
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
                    max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0,
-                   self_ensemble: bool = False, clean: bool = False, tone: bool = False) -> dict:
+                   self_ensemble: bool = False, clean: bool = False, tone: bool = False,
+                   keep_mean: bool = False) -> dict:
     """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions; with the x8
-    geometric self-ensemble, csgis.inference.smooth_image) and score it; also scores the inputs as
-    the "input" row.
+    geometric self-ensemble, or shifted to the input's mean colour with keep_mean,
+    csgis.inference.smooth_image) and score it; also scores the inputs as the "input" row.
 
     clean: smooth each ground truth itself (once, named by its structure) instead of the textured
     inputs, and score the result against it; no "input" row. A smoother should leave an image with
@@ -477,11 +478,11 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         with torch.inference_mode():
             if scale == 1:
                 prediction = smooth_image(model, textured, tile=tile, device=device,
-                                          self_ensemble=self_ensemble)["prediction"]
+                                          self_ensemble=self_ensemble, keep_mean=keep_mean)["prediction"]
             else:
                 from csgis.regions import smooth_strength
                 prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device,
-                                             self_ensemble=self_ensemble)
+                                             self_ensemble=self_ensemble, keep_mean=keep_mean)
         seconds.append(time.perf_counter() - start)
         pred_path = ""
         if save_dir is not None:
@@ -508,6 +509,7 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "tile": tile,
         "scale": scale,
         "self_ensemble": self_ensemble,
+        "keep_mean": keep_mean,
         "clean": clean,
         "tone": tone,
         "device": str(device),

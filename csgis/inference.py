@@ -14,6 +14,8 @@ than clipped), so tiles are stacked into batches without padding.
 - `smooth_tensor(model, x)`  : (B, 3, H, W) float in [0, 1], dict of float tensors out (tests,
   validation).
 - `default_tile(device, model, amp)`: tile size chosen from the memory available.
+- `match_mean(result, reference)`: a result shifted to the reference's mean colour
+  (`smooth_image(..., keep_mean=True)`, show.py / evaluate.py --keep-mean).
 """
 from __future__ import annotations
 
@@ -227,7 +229,7 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
                  amp: str = "off", channels_last: bool = False, batch: int = 1,
                  outputs: Sequence[str] = ("prediction",),
                  progress: Callable[[int, int], None] | None = None,
-                 self_ensemble: bool = False) -> dict[str, np.ndarray]:
+                 self_ensemble: bool = False, keep_mean: bool = False) -> dict[str, np.ndarray]:
     """Smooth one image: rgb (H, W, 3) uint8 -> {prediction, coarse: (H, W, 3) uint8; edge: (H, W) uint8}.
 
     Prediction and coarse are clipped to [0, 255] and rounded; edge is sigmoid(edge_logits) * 255
@@ -240,12 +242,22 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
     self_ensemble: smooth the 8 rotations and mirror images of the image, turn each result back and
     average them (the geometric self-ensemble of image restoration, e.g. EDSR's "+" models): 8x the
     time, a uint16 sum of the full size besides the outputs.
+
+    keep_mean: shift the prediction, channel by channel, to the input's mean colour (`match_mean`),
+    after everything else (self-ensemble included). Optimisation smoothers such as L0 and WLS keep
+    the mean exactly (their smoothness term has no effect on it); the network does not on images
+    unlike its training data.
     """
     for name in outputs:
         if name not in IMAGE_OUTPUT_NAMES:
             raise ValueError(f"unknown output {name!r}; choose from {IMAGE_OUTPUT_NAMES}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    if keep_mean:
+        out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
+        if "prediction" in out:
+            out["prediction"] = match_mean(out["prediction"], rgb)
+        return out
     h, w, _ = rgb.shape
     if self_ensemble:
         sums: dict[str, np.ndarray] = {}
@@ -286,6 +298,28 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
     windows = tile_windows(h, w, tile, int(model.receptive_radius()))
     _run_windows(model, windows, read_crop, write_core, network_names, device, amp, channels_last, batch, progress)
     return result
+
+
+def match_mean(result: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 `result` with each channel shifted by the whole number of gray levels that
+    brings its mean (after clipping to [0, 255]) closest to that channel's mean in `reference`
+    (any (h, w, 3) uint8 image; the input for a smoothing result); of equally close shifts the
+    smallest. Memory: one uint8 copy."""
+    if result.dtype != np.uint8 or reference.dtype != np.uint8 or result.ndim != 3 or reference.ndim != 3 \
+            or result.shape[2] != reference.shape[2]:
+        raise ValueError(f"match_mean needs two (H, W, C) uint8 images, got {result.dtype} {result.shape} "
+                         f"and {reference.dtype} {reference.shape}")
+    levels = np.arange(256)
+    shifts = np.arange(-255, 256)
+    mapped = np.clip(levels[None, :] + shifts[:, None], 0, 255)  # row s + 255: level -> level + s, clipped
+    out = np.empty_like(result)
+    for c in range(result.shape[2]):
+        target = np.bincount(reference[..., c].ravel(), minlength=256) @ levels / (reference.size // reference.shape[2])
+        histogram = np.bincount(result[..., c].ravel(), minlength=256)
+        means = mapped @ histogram / histogram.sum()
+        best = np.lexsort((np.abs(shifts), np.abs(means - target)))[0]
+        out[..., c] = mapped[best].astype(np.uint8)[result[..., c]]
+    return out
 
 
 def _to_uint8(value: torch.Tensor) -> np.ndarray:

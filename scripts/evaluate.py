@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=0, help="with --checkpoint: first N images only")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="with --checkpoint: average the 8 rotations and mirror images (8x the time)")
+    parser.add_argument("--keep-mean", action="store_true",
+                        help="with --checkpoint: shift each result to its input's mean colour (show.py --keep-mean)")
     parser.add_argument("--clean", action="store_true",
                         help="with --checkpoint: smooth the ground truths themselves (each once) instead of the "
                              "textured inputs; a smoother should leave them as they are, so the score is a "
@@ -69,8 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pred is not None:
         if (args.gt is None) == (args.manifest is None):
             parser.error("--pred needs exactly one of --gt or --manifest")
-        if args.data or args.save or args.tile is not None or args.clean or args.tone:
-            parser.error("--data, --save, --tile, --clean and --tone belong to --checkpoint mode")
+        if args.data or args.save or args.tile is not None or args.clean or args.tone or args.keep_mean \
+                or args.self_ensemble:
+            parser.error("--data, --save, --tile, --clean, --tone, --keep-mean and --self-ensemble belong to "
+                         "--checkpoint mode")
     else:
         if not args.data:
             parser.error("--checkpoint needs --data (a dataset folder with manifest.csv)")
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
             report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
                                                args.device, args.max_images, progress=not args.quiet,
                                                label=args.name or "model", self_ensemble=args.self_ensemble,
-                                               clean=args.clean, tone=args.tone)
+                                               clean=args.clean, tone=args.tone, keep_mean=args.keep_mean)
         groups = (evaluation.sample_groups(info, {r["name"] for r in report["images"]}, args.group)
                   if args.group else None)
     except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint, bad --group: one line

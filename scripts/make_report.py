@@ -233,18 +233,18 @@ def _slim(rows: list[dict]) -> list[dict]:
 
 
 def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
-                  scale: float = 1.0, self_ensemble: bool = False) -> dict:
+                  scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False) -> dict:
     """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
-    self-ensemble), cached in `cache` while the weights are older than it; pred_dir: also keep the
-    predictions there."""
+    self-ensemble; shifted to the input's mean colour), cached in `cache` while the weights are older
+    than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("scale", 1.0) == scale \
-                and cached.get("self_ensemble", False) == self_ensemble \
+                and cached.get("self_ensemble", False) == self_ensemble and cached.get("keep_mean", False) == keep_mean \
                 and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
-                                       scale=scale, self_ensemble=self_ensemble)
+                                       scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean)
     report["images"] = _slim(report["images"])
     _write_json(cache, report)
     return report
@@ -501,11 +501,14 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             table[row.name] = mean_of([per_run[n] for n in members])
             if all(n in per_run_kind for n in members):  # every seed scored here, none carried over
                 by_kind[row.name] = mean_of([per_run_kind[n] for n in members])
-    # Shipped files at 1x, at each show.py --scale and with --self-ensemble: the shipped smoother as
-    # "shipped", the others by file. Variants: (row-name suffix, cache-name suffix, score_weights options).
+    # Shipped files at 1x, at each show.py --scale, with --self-ensemble and with --keep-mean: the shipped
+    # smoother as "shipped", the others by file. Variants: (row-name suffix, cache-name suffix,
+    # score_weights options); the 1x and keep-mean rows also by kind of structure.
     variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
     if plan.heldout.get("self_ensemble"):
         variants.append((", self-ensemble", "_x8", {"self_ensemble": True}))
+    if plan.heldout.get("keep_mean"):
+        variants.append((", keep mean", "_mean", {"keep_mean": True}))
     shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
     for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
         for name_suffix, file_suffix, options in variants:
@@ -513,7 +516,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             scored = score_weights(ROOT / weights, data, "test",
                                    ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", name, **options)
             table[name] = evaluation.group_means(scored["images"], name, blends)
-            if not options:
+            if not options or options == {"keep_mean": True}:
                 by_kind[name] = evaluation.group_means(scored["images"], name, kinds)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run,
@@ -763,8 +766,10 @@ def tables(plan: Plan, res: dict) -> str:
         add(f"`{held['data']}` (`dataset_utils/make_heldout.py`): structures and textures from sources no training "
             f"builder reads (cartoon and photo-derived structures, five texture families), blended the authors' way "
             f"(*gray*) and with the texture's colours (*colour*) at three texture scales. Classical smoothers: "
-            f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds. "
-            f"PSNR / SSIM paper / SSIM standard:")
+            f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds; "
+            f"a shipped file also with `show.py --scale S` (*scale S*), `--self-ensemble` (the 8 rotations and "
+            f"mirror images averaged) and `--keep-mean` (the result shifted to the input's mean colour, which L0 "
+            f"and FGS keep by construction). PSNR / SSIM paper / SSIM standard:")
         add("")
         add("| method | " + " | ".join(f"{b} (n={table['input'][b]['n']})" for b in blends) + " |")
         add("|---|" + "---|" * len(blends))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from csgis import inference
-from csgis.inference import default_tile, smooth_image, smooth_tensor, tile_windows
+from csgis.inference import default_tile, match_mean, smooth_image, smooth_tensor, tile_windows
 from _helpers import tiny_smoother
 from csgis.models.smoother import Smoother
 
@@ -190,3 +190,46 @@ def test_self_ensemble_averages_the_eight_views_turned_back(model):
     assert np.abs(tiled["prediction"].astype(int) - got["prediction"]).max() <= 1
     fractions = [d / t for d, t in calls]
     assert len(calls) >= 8 * 2 and fractions == sorted(fractions) and fractions[-1] == 1
+
+
+def test_match_mean_moves_each_channel_to_the_reference_mean_by_whole_levels():
+    rng = np.random.default_rng(7)
+    reference = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    result = np.clip(reference.astype(int) + np.array([9, -4, 0]) + rng.integers(-3, 4, reference.shape), 0, 255)
+    result = result.astype(np.uint8)
+    got = match_mean(result, reference)
+    assert got.dtype == np.uint8 and got.shape == result.shape
+    for c in range(3):
+        shift = got[..., c].astype(int) - result[..., c]
+        unclipped = (got[..., c] > 0) & (got[..., c] < 255)
+        assert len(np.unique(shift[unclipped])) == 1  # one whole shift per channel
+        # no other whole shift brings the clipped mean closer to the reference's
+        best = abs(got[..., c].mean() - reference[..., c].mean())
+        for other in range(-20, 21):
+            moved = np.clip(result[..., c].astype(int) + other, 0, 255)
+            assert best <= abs(moved.mean() - reference[..., c].mean()) + 1e-9
+        assert best <= 0.5 + 1e-9 or not unclipped.all()
+    # Clipping: a bright result is moved further so that its clipped mean still matches.
+    bright = np.full((10, 10, 3), 250, np.uint8)
+    bright[:5] = 200
+    target = np.full((10, 10, 3), 235, np.uint8)
+    moved = match_mean(bright, target)
+    assert abs(moved.mean() - 235) <= 0.5 and moved.max() == 255
+    # A result already at the reference's mean is left as it is; bad arguments are refused.
+    np.testing.assert_array_equal(match_mean(reference, reference), reference)
+    with pytest.raises(ValueError):
+        match_mean(result.astype(np.float32), reference)
+
+
+def test_keep_mean_shifts_the_prediction_after_tiling_and_self_ensemble(model):
+    rgb = np.random.default_rng(5).integers(0, 256, (61, 90, 3), dtype=np.uint8)
+    for options in ({"tile": 0}, {"tile": 32}, {"tile": 0, "self_ensemble": True}):
+        plain = smooth_image(model, rgb, outputs=("prediction", "coarse"), **options)
+        kept = smooth_image(model, rgb, outputs=("prediction", "coarse"), keep_mean=True, **options)
+        np.testing.assert_array_equal(kept["prediction"], match_mean(plain["prediction"], rgb))
+        np.testing.assert_array_equal(kept["coarse"], plain["coarse"])  # only the prediction moves
+        assert np.abs(kept["prediction"].mean((0, 1)) - rgb.mean((0, 1))).max() <= 0.5
+    # A tiny image (mirrored up to MIN_SIDE px inside) keeps the mean of the image itself.
+    small = rgb[:5, :7]
+    kept = smooth_image(model, small, tile=0, keep_mean=True)["prediction"]
+    np.testing.assert_array_equal(kept, match_mean(smooth_image(model, small, tile=0)["prediction"], small))

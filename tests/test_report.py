@@ -31,7 +31,8 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "verdicts": ["full", "full_2x"], "training_length": ["full", "full_2x"], "train_split": ["full", "full_2x"],
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
-        "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2], "self_ensemble": True},
+        "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2], "self_ensemble": True,
+                    "keep_mean": True},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -139,6 +140,10 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert ensembled["all"]["n"] == again["heldout"]["table"]["shipped"]["all"]["n"]
     assert ensembled["all"]["psnr_paper"] != again["heldout"]["table"]["shipped"]["all"]["psnr_paper"]
     assert f"| shipped `{shipped}`, self-ensemble | " in text and f"| shipped `{other}`, self-ensemble | " in text
+    kept = again["heldout"]["table"]["shipped, keep mean"]
+    assert kept["all"]["n"] == ensembled["all"]["n"] and kept != again["heldout"]["table"]["shipped"]
+    assert again["heldout"]["by_kind"]["shipped, keep mean"]["all"] == kept["all"]
+    assert f"| shipped `{shipped}`, keep mean | " in text and f"| shipped `{other}`, keep mean | " in text
 
     # The config edited after training: the full rows no longer match and are reported missing, never
     # mixed in (baseline pins the edited key with its own override, so it still matches) ...

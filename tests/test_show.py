@@ -199,3 +199,18 @@ def test_self_ensemble_flag_reaches_plain_and_region_smoothing(workspace, tmp_pa
                       "--device", "cpu", "--tile", "0", "--self-ensemble", "--strength", "0.5"]) == 0
     half = np.rint(0.5 * want.astype(np.float32) + 0.5 * read_image(good).astype(np.float32)).astype(np.uint8)
     np.testing.assert_array_equal(read_image(tmp_path / "half" / "good.png"), half)
+
+
+def test_keep_mean_flag_reaches_plain_and_region_smoothing(workspace, tmp_path):
+    good = workspace["src"] / "a/good.png"
+    model = load_smoother(workspace["ours"])
+    rgb = read_image(good)
+    want = smooth_image(model, rgb, tile=0, keep_mean=True)["prediction"]
+    assert not np.array_equal(want, smooth_image(model, rgb, tile=0)["prediction"])
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "plain"),
+                      "--device", "cpu", "--tile", "0", "--keep-mean"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "plain" / "good.png"), want)
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "half"),
+                      "--device", "cpu", "--tile", "0", "--keep-mean", "--strength", "0.5"]) == 0
+    half = np.rint(0.5 * want.astype(np.float32) + 0.5 * rgb.astype(np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "half" / "good.png"), half)
