@@ -501,7 +501,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             table[row.name] = mean_of([per_run[n] for n in members])
             if all(n in per_run_kind for n in members):  # every seed scored here, none carried over
                 by_kind[row.name] = mean_of([per_run_kind[n] for n in members])
-    # Shipped files at 1x, at each show.py --scale, with --self-ensemble and with --keep-mean: the shipped
+    # Shipped files at 1x, at each show.py --scale, with --self-ensemble, --keep-mean and both: the shipped
     # smoother as "shipped", the others by file. Variants: (row-name suffix, cache-name suffix,
     # score_weights options); the 1x and keep-mean rows also by kind of structure.
     variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
@@ -509,6 +509,8 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
         variants.append((", self-ensemble", "_x8", {"self_ensemble": True}))
     if plan.heldout.get("keep_mean"):
         variants.append((", keep mean", "_mean", {"keep_mean": True}))
+    if plan.heldout.get("self_ensemble") and plan.heldout.get("keep_mean"):
+        variants.append((", self-ensemble, keep mean", "_x8_mean", {"self_ensemble": True, "keep_mean": True}))
     shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
     for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
         for name_suffix, file_suffix, options in variants:
@@ -769,7 +771,7 @@ def tables(plan: Plan, res: dict) -> str:
             f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds; "
             f"a shipped file also with `show.py --scale S` (*scale S*), `--self-ensemble` (the 8 rotations and "
             f"mirror images averaged) and `--keep-mean` (the result shifted to the input's mean colour, which L0 "
-            f"and FGS keep by construction). PSNR / SSIM paper / SSIM standard:")
+            f"and FGS keep by construction), or both. PSNR / SSIM paper / SSIM standard:")
         add("")
         add("| method | " + " | ".join(f"{b} (n={table['input'][b]['n']})" for b in blends) + " |")
         add("|---|" + "---|" * len(blends))

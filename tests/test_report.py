@@ -144,6 +144,8 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert kept["all"]["n"] == ensembled["all"]["n"] and kept != again["heldout"]["table"]["shipped"]
     assert again["heldout"]["by_kind"]["shipped, keep mean"]["all"] == kept["all"]
     assert f"| shipped `{shipped}`, keep mean | " in text and f"| shipped `{other}`, keep mean | " in text
+    both = again["heldout"]["table"]["shipped, self-ensemble, keep mean"]
+    assert both != ensembled and both != kept and f"| shipped `{other}`, self-ensemble, keep mean | " in text
 
     # The config edited after training: the full rows no longer match and are reported missing, never
     # mixed in (baseline pins the edited key with its own override, so it still matches) ...
