@@ -314,7 +314,7 @@ def match_mean(result: np.ndarray, reference: np.ndarray) -> np.ndarray:
     mapped = np.clip(levels[None, :] + shifts[:, None], 0, 255)  # row s + 255: level -> level + s, clipped
     out = np.empty_like(result)
     for c in range(result.shape[2]):
-        target = np.bincount(reference[..., c].ravel(), minlength=256) @ levels / (reference.size // reference.shape[2])
+        target = reference[..., c].mean(dtype=np.float64)
         histogram = np.bincount(result[..., c].ravel(), minlength=256)
         means = mapped @ histogram / histogram.sum()
         best = np.lexsort((np.abs(shifts), np.abs(means - target)))[0]
