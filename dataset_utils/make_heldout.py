@@ -3,7 +3,7 @@ no training data builder uses, in two blends and three texture scales. Nothing i
 
     python dataset_utils/make_heldout.py --out data/heldout [--seed 0] [--size tiny|default] [--overwrite]
 
-Splits by source picture: `val` (coins, phantom, page: where the classical smoothers' parameters
+Splits by source picture: `val` (coins, phantom, page, clock: where the classical smoothers' parameters
 are chosen) and `test` (camera, horse, logo, colour wheel). Each structure image gets six textured
 inputs: three in the gray blend and three in the colour blend, at texture scales 0.5, 1 and 2.
 dataset.json records every sample's blend, texture, scale, amplitude, source and kind.
@@ -23,7 +23,7 @@ from csgis.data.manifest import (OutputDirError, prepare_output_dir, split_count
                                  write_dataset_info, write_manifest, write_structure)
 
 BUILDER = "make_heldout"
-VERSION = 1
+VERSION = 2  # 2: the clock added to val (heldout.ADDED_SOURCES); every older sample unchanged
 SIZES = {  # crops of each source picture and kind per split, and their size (tiny: for tests)
     "tiny": {"crops": {"val": 1, "test": 1}, "height": 60, "width": 80},
     "default": {"crops": {"val": 1, "test": 2}, "height": heldout.HEIGHT, "width": heldout.WIDTH},
@@ -35,7 +35,11 @@ def plan(seed: int, size: dict) -> list[dict]:
     gray = list(heldout.HELDOUT_TEXTURES)                              # any texture, made gray
     colour = [t for t, kind in heldout.HELDOUT_TEXTURES.items() if kind == "colour"]
     jobs = []
-    for split, sources in (("val", heldout.VAL_SOURCES), ("test", heldout.TEST_SOURCES)):
+    first = [(split, [s for s in sources if s not in heldout.ADDED_SOURCES])
+             for split, sources in (("val", heldout.VAL_SOURCES), ("test", heldout.TEST_SOURCES))]
+    added = [(split, [s for s in heldout.ADDED_SOURCES if s in sources])
+             for split, sources in (("val", heldout.VAL_SOURCES), ("test", heldout.TEST_SOURCES))]
+    for split, sources in first + added:  # added sources last: the older samples keep their draws
         for source in sources:
             for kind in heldout.HELDOUT_STRUCTURES[source]:
                 for k in range(size["crops"][split]):

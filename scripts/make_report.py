@@ -232,6 +232,13 @@ def _slim(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
+def data_identity(data: str) -> dict:
+    """What names a build of a dataset folder (its dataset.json's name, builder, seed and config): a cache
+    of scores on another build of the same folder (another builder version, seed or size) is not used."""
+    info = read_dataset_info(data) or {}
+    return json.loads(json.dumps({k: info.get(k) for k in ("name", "builder", "seed", "config")}))
+
+
 def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
                   scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False) -> dict:
     """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
@@ -239,13 +246,14 @@ def score_weights(weights: Path, data: str, split: str, cache: Path, label: str,
     than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
-        if "images" in cached and cached.get("data") == str(data) and cached.get("scale", 1.0) == scale \
+        if "images" in cached and cached.get("data") == str(data) and cached.get("dataset") == data_identity(data) \
+                and cached.get("scale", 1.0) == scale \
                 and cached.get("self_ensemble", False) == self_ensemble and cached.get("keep_mean", False) == keep_mean \
                 and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
                                        scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean)
-    report["images"] = _slim(report["images"])
+    report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
     _write_json(cache, report)
     return report
 
@@ -264,10 +272,11 @@ def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str
     cache = ROOT / plan.experiments / name
     if cache.is_file():
         cached = _read_json(cache)
-        if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached:
+        if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached \
+                and cached.get("dataset") == data_identity(data):
             return cached
     report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True)
-    report["images"] = _slim(report["images"])
+    report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
     _write_json(cache, report)
     return report
 
@@ -531,7 +540,7 @@ def region_evaluation(plan: Plan, data: str) -> dict:
     spec = plan.regions
     smoother = ROOT / spec["smoother"]
     segmenter = ROOT / spec["segmenter"] if spec.get("segmenter") else None
-    key = {"spec": spec, "data": data, "mtimes": [p.stat().st_mtime for p in (smoother, segmenter) if p]}
+    key = {"spec": spec, "data": data, "dataset": data_identity(data), "mtimes": [p.stat().st_mtime for p in (smoother, segmenter) if p]}
     cache = ROOT / plan.experiments / "regions.json"
     if cache.is_file() and _read_json(cache).get("key") == json.loads(json.dumps(key)):
         return _read_json(cache)["results"]

@@ -71,6 +71,24 @@ def test_the_heldout_builder_never_reads_a_training_picture(tmp_path, monkeypatc
         heldout.source_image.cache_clear()
 
 
+def test_an_added_source_leaves_the_older_samples_as_they_were(built, tmp_path, monkeypatch):
+    """heldout.ADDED_SOURCES are drawn after every older source: a build without them holds the same
+    samples, byte for byte, as the build with them, less theirs."""
+    import make_heldout
+    assert heldout.ADDED_SOURCES and set(heldout.ADDED_SOURCES) <= set(heldout.VAL_SOURCES) | set(heldout.TEST_SOURCES)
+    for name in ("VAL_SOURCES", "TEST_SOURCES"):
+        monkeypatch.setattr(heldout, name, tuple(s for s in getattr(heldout, name) if s not in heldout.ADDED_SOURCES))
+    assert make_heldout.main(["--out", str(tmp_path / "older")]) == 0
+    older = {(r["split"], r["id"]) for r in read_manifest(tmp_path / "older")}
+    newer = {(r["split"], r["id"]) for r in read_manifest(built)}
+    added = newer - older
+    assert older < newer and {i.split("_")[0] for _, i in added} == set(heldout.ADDED_SOURCES)
+    files = [f.relative_to(tmp_path / "older") for f in (tmp_path / "older").rglob("*.png")]
+    assert len(files) > 100
+    for f in files:
+        assert (built / f).read_bytes() == (tmp_path / "older" / f).read_bytes(), f
+
+
 def test_splits_blends_and_records(built):
     info = json.loads((built / "dataset.json").read_text())
     rows = read_manifest(built)

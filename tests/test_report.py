@@ -284,3 +284,36 @@ def test_staleness_ignores_where_a_run_lives(demo_root, tmp_path):
     saved["train"]["epochs"] = 1  # trained at the 1x budget: not this row's run
     (run.dir / "config.yaml").write_text(yaml.safe_dump(saved))
     assert make_report.stale_keys(run, plan) == ["train.epochs: 1 -> 4"]
+
+
+def test_scores_cached_on_another_build_of_the_data_are_not_used(tmp_path, monkeypatch):
+    """A cache of a smoother file's or the classical smoothers' scores holds the dataset.json identity
+    of the build it scored; a rebuild of the same folder (another version, seed or size) is scored again."""
+    from types import SimpleNamespace
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def build(version):
+        (data / "dataset.json").write_text(json.dumps({"name": "d", "builder": "b", "seed": 0, "complete": True,
+                                                       "config": {"version": version}}))
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(args[0])
+        return {"images": [], "methods": {"m": {}}, "filters": ["l0"], "data": str(data)}
+    monkeypatch.setattr(make_report.evaluation, "evaluate_model", fake)
+    monkeypatch.setattr(make_report.evaluation, "run_baselines", fake)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    plan = SimpleNamespace(experiments=str(tmp_path / "exp"), select_on="val")
+    (tmp_path / "exp").mkdir()
+    build(1)
+    for _ in range(2):  # the second call reads the cache
+        make_report.score_weights(weights, str(data), "test", tmp_path / "scores.json", "m")
+        make_report.baselines(plan, str(data), ["l0"], workers=1)
+    assert len(calls) == 2
+    build(2)
+    make_report.score_weights(weights, str(data), "test", tmp_path / "scores.json", "m")
+    make_report.baselines(plan, str(data), ["l0"], workers=1)
+    assert len(calls) == 4
+    assert json.loads((tmp_path / "scores.json").read_text())["dataset"]["config"] == {"version": 2}

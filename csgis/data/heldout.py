@@ -10,7 +10,8 @@ Structures (the ground truths), about 180 x 240 px:
 - *cartoon*: flat, posterised pictures of a person, an animal and objects with dark outlines
   (k-means colours of a smoothed crop; gray sources get a seeded palette), and flat line art
   (the horse silhouette, the logo, the phantom, a page of text);
-- *photo*: a crop of a photograph smoothed by the demo's GT smoother (L0), as the demo's photos.
+- *photo*: a crop of a photograph smoothed by the demo's GT smoother (L0), as the demo's photos
+  (the cameraman, the coins, the colour wheel, and a motion-blurred clock: soft edges, gentle gradients).
 Textures (HELDOUT_TEXTURES): crater fields of the moon, the background of a retina photograph
 (microaneurysms), tiled faces (LFW), printed text and the frames of an animated GIF (not a
 checkerboard: at 2x its squares are structure, not texture). Every texture layer is brought to one
@@ -32,14 +33,20 @@ from csgis.data.synthetic import cartoon
 # Every scikit-image picture this benchmark reads, by use; none is read by a training builder
 # (tests/test_heldout.py checks that against synthetic's lists and a real build).
 HELDOUT_STRUCTURES = {"camera": ("photo", "cartoon"), "coins": ("photo", "cartoon"), "horse": ("cartoon",),
-                      "logo": ("cartoon",), "phantom": ("cartoon",), "color": ("photo",), "page": ("cartoon",)}
+                      "logo": ("cartoon",), "phantom": ("cartoon",), "color": ("photo",), "page": ("cartoon",),
+                      "clock": ("photo",)}
 HELDOUT_TEXTURES = {"moon": "gray", "microaneurysms": "gray", "faces": "gray", "text": "gray",
                     "gif": "colour", "moon_colour": "colour", "faces_colour": "colour"}
 # Names above -> the scikit-image picture they read (when the two differ).
 SOURCES = {"faces": "lfw_subset", "gif": "no_time_for_that_tiny.gif", "moon_colour": "moon", "faces_colour": "lfw_subset",
            "phantom": "shepp_logan_phantom", "color": "colorwheel"}
-VAL_SOURCES = ("coins", "phantom", "page")          # parameters of the classical smoothers are chosen here
+VAL_SOURCES = ("coins", "phantom", "page", "clock")  # parameters of the classical smoothers are chosen here
 TEST_SOURCES = ("camera", "horse", "logo", "color")
+# Sources added after the first version, in the order added: the builder draws them after every older
+# source, so that adding one leaves the older samples as they were (version 2: the clock, a blurred
+# photograph with soft edges and gentle gradients, as a validation picture nearer to the test part's
+# colour wheel than the coins are).
+ADDED_SOURCES = ("clock",)
 SCALES = (0.5, 1.0, 2.0)
 GRAY_AMPLITUDES = (1.0, 0.7, 1.0)
 COLOUR_AMPLITUDE = 0.6
