@@ -36,6 +36,9 @@ def test_the_device_run_dry_runs_every_step_within_its_budget(repo_root, tmp_pat
     heldout = training["test"]["heldout"]
     assert heldout["status"] == 0 and heldout["model"]["all"]["n"] == heldout["input"]["all"]["n"] > 0
     assert set(heldout["model"]) <= {"all", "gray", "colour"} and 0 < heldout["model"]["all"]["psnr_paper"] < 100
+    # ... and on its validation part, where a window's weights are compared with the shipped file.
+    val = training["test"]["heldout_val"]
+    assert val["status"] == 0 and val["model"]["all"]["n"] > 0 and val["model"] != heldout["model"]
     # What the GPU machine gives back: at most 8 files, each under 16 MiB, no folders.
     files = list(out.iterdir())
     assert len(files) <= 8 and all(f.is_file() and f.stat().st_size < 16 * 2**20 for f in files), files
