@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from csgis.checkpoint import CheckpointError, load_segmenter, load_smoother
 from csgis.device import cpu_has_bf16, resolve_device
-from csgis.inference import default_tile, smooth_image
+from csgis.inference import RECOMMENDED_POST, check_post, default_tile, smooth_image
 from csgis.io import IMAGE_EXTENSIONS, ImageReadError, check_writable, is_within, list_images, read_image, write_image
 from csgis.regions import (RegionError, check_strength_scale, class_ids, class_mask, find_mask_file, mask_image,
                            read_mask, segment, segmenter_classes, smooth_region)
@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="shift each result, channel by channel, to its input's mean colour, as L0 and WLS "
                         "smoothing do by construction (docs/RESULTS.md: about +0.8 dB on the held-out benchmark's "
                         "validation part)")
+    p.add_argument("--post", metavar="SPEC",
+                   help=f"run a classical smoother on each result, before --keep-mean: '{RECOMMENDED_POST}' (L0, "
+                        f"chosen on the held-out benchmark's validation part, docs/RESULTS.md), or any "
+                        f"'name:key=value,...' of csgis/data/blend.py; it sees the whole image at once "
+                        f"(L0: about 260 bytes a pixel)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs; allow an output folder inside the input folder")
     r = p.add_argument_group("regions (see csgis/regions.py)")
@@ -238,6 +243,11 @@ def run(args: argparse.Namespace) -> int:
                          f"(every tile also computes a margin of the network's receptive radius)")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if args.post is not None:
+        try:
+            check_post(args.post)
+        except ValueError as e:
+            raise UsageError(str(e) if str(e).startswith("--post") else f"--post: {e}") from None
     device = pick_device(args.device)
     if args.channels_last is None:
         args.channels_last = device.type == "cuda"
@@ -278,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(files)} image(s) from {args.input} -> {out_dir} | device {device}, tile "
           f"{tile or 'off'} (margin {model.receptive_radius()} px), batch {args.batch}, amp {args.amp}"
           + (", 8 views averaged (--self-ensemble)" if args.self_ensemble else "")
+          + (f", then {args.post} (--post)" if args.post else "")
           + (", input's mean colour kept (--keep-mean)" if args.keep_mean else ""),
           file=sys.stderr)
 
@@ -299,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             rgb = read_image(path)
             network = dict(tile=tile, device=device, amp=args.amp, channels_last=args.channels_last, batch=args.batch,
-                           self_ensemble=args.self_ensemble, keep_mean=args.keep_mean)
+                           self_ensemble=args.self_ensemble, keep_mean=args.keep_mean, post=args.post)
             if region.plain:
                 result = smooth_image(model, rgb, outputs=tuple(k for k in todo if k != "mask"), **network)
             else:

@@ -443,9 +443,10 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
                    save_dir: str | os.PathLike | None = None, tile: int | None = None, device: str = "cpu",
                    max_images: int = 0, progress: bool = True, label: str = "model", scale: float = 1.0,
                    self_ensemble: bool = False, clean: bool = False, tone: bool = False,
-                   keep_mean: bool = False) -> dict:
+                   keep_mean: bool = False, post: str | None = None) -> dict:
     """Smooth a split with a checkpoint (at `scale` x the resolution, csgis.regions; with the x8
-    geometric self-ensemble, or shifted to the input's mean colour with keep_mean,
+    geometric self-ensemble, a classical smoother run on the result (`post`, a spec such as
+    "l0:lambda=0.02"), or shifted to the input's mean colour with keep_mean,
     csgis.inference.smooth_image) and score it; also scores the inputs as the "input" row.
 
     clean: smooth each ground truth itself (once, named by its structure) instead of the textured
@@ -478,11 +479,12 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         with torch.inference_mode():
             if scale == 1:
                 prediction = smooth_image(model, textured, tile=tile, device=device,
-                                          self_ensemble=self_ensemble, keep_mean=keep_mean)["prediction"]
+                                          self_ensemble=self_ensemble, keep_mean=keep_mean,
+                                          post=post)["prediction"]
             else:
                 from csgis.regions import smooth_strength
                 prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device,
-                                             self_ensemble=self_ensemble, keep_mean=keep_mean)
+                                             self_ensemble=self_ensemble, keep_mean=keep_mean, post=post)
         seconds.append(time.perf_counter() - start)
         pred_path = ""
         if save_dir is not None:
@@ -510,6 +512,7 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         "scale": scale,
         "self_ensemble": self_ensemble,
         "keep_mean": keep_mean,
+        "post": post,
         "clean": clean,
         "tone": tone,
         "device": str(device),

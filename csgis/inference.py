@@ -16,6 +16,8 @@ than clipped), so tiles are stacked into batches without padding.
 - `default_tile(device, model, amp)`: tile size chosen from the memory available.
 - `match_mean(result, reference)`: a result shifted to the reference's mean colour
   (`smooth_image(..., keep_mean=True)`, show.py / evaluate.py --keep-mean).
+- `post_filter(result, spec)`: a classical smoother run on the network's result
+  (`smooth_image(..., post="l0:lambda=0.02")`, show.py / evaluate.py --post).
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ CUDA_MEMORY_FRACTION = 0.6          # of the free device memory
 TILE_MULTIPLE = 32
 MIN_TILE, MAX_TILE = 64, 4096
 MIN_SIDE = 16   # smooth_image mirrors smaller images up to this many pixels per side
+# The post filter offered by show.py's help and the page: L0 at the lambda chosen on the held-out
+# benchmark's validation part for weights/rich_smoother.pth (docs/RESULTS.md, notes).
+RECOMMENDED_POST = "l0:lambda=0.02"
 
 
 def _model_width(model: nn.Module) -> int:
@@ -229,7 +234,8 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
                  amp: str = "off", channels_last: bool = False, batch: int = 1,
                  outputs: Sequence[str] = ("prediction",),
                  progress: Callable[[int, int], None] | None = None,
-                 self_ensemble: bool = False, keep_mean: bool = False) -> dict[str, np.ndarray]:
+                 self_ensemble: bool = False, keep_mean: bool = False,
+                 post: str | None = None) -> dict[str, np.ndarray]:
     """Smooth one image: rgb (H, W, 3) uint8 -> {prediction, coarse: (H, W, 3) uint8; edge: (H, W) uint8}.
 
     Prediction and coarse are clipped to [0, 255] and rounded; edge is sigmoid(edge_logits) * 255
@@ -247,12 +253,25 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
     after everything else (self-ensemble included). Optimisation smoothers such as L0 and WLS keep
     the mean exactly (their smoothness term has no effect on it); the network does not on images
     unlike its training data.
+
+    post: a classical smoother spec (`csgis.data.blend.parse_smoother`, e.g. "l0:lambda=0.02") run
+    on the whole prediction after the network (and the self-ensemble), before keep_mean
+    (`post_filter`). It sees the whole image at once, so its memory grows with the image, not
+    the tile.
     """
     for name in outputs:
         if name not in IMAGE_OUTPUT_NAMES:
             raise ValueError(f"unknown output {name!r}; choose from {IMAGE_OUTPUT_NAMES}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    if post is not None:
+        check_post(post)  # before the network runs
+        out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
+        if "prediction" in out:
+            out["prediction"] = post_filter(out["prediction"], post)
+            if keep_mean:
+                out["prediction"] = match_mean(out["prediction"], rgb)
+        return out
     if keep_mean:
         out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
         if "prediction" in out:
@@ -320,6 +339,32 @@ def match_mean(result: np.ndarray, reference: np.ndarray) -> np.ndarray:
         best = np.lexsort((np.abs(shifts), np.abs(means - target)))[0]
         out[..., c] = mapped[best].astype(np.uint8)[result[..., c]]
     return out
+
+
+def check_post(spec: str) -> None:
+    """ValueError with one clear line unless `spec` names a known smoother and settings of it
+    (`post_filter`'s argument; checked before any image is smoothed)."""
+    import inspect
+
+    from csgis.data.blend import SMOOTHERS, _ALIASES, parse_smoother
+    for part in str(spec).split("+"):
+        name, params = parse_smoother(part)
+        accepted = list(inspect.signature(SMOOTHERS[name]).parameters)[1:]  # the first is the image
+        for key in params:
+            if _ALIASES.get(key, key) not in accepted:
+                raise ValueError(f"--post: '{name}' has no setting '{key}' (in '{spec}')")
+
+
+def post_filter(result: np.ndarray, spec: str) -> np.ndarray:
+    """(H, W, 3) uint8 network result -> the same smoothed by the classical smoother(s) of `spec`
+    ('name:key=value,...'; 'a+b' runs a then b; csgis.data.blend.smooth_spec).
+
+    With "l0:lambda=0.02" (L0 gradient minimisation, the training data's ground-truth smoother
+    at a slightly larger lambda) the network removes the texture and L0 flattens what it leaves:
+    faint texture residue and low-frequency shading inside flat regions (docs/RESULTS.md, notes).
+    L0 keeps the mean colour of what it is given."""
+    from csgis.data.blend import smooth_spec
+    return smooth_spec(result, spec)
 
 
 def _to_uint8(value: torch.Tensor) -> np.ndarray:

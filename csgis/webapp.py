@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from csgis import interactive, regions
+from csgis.inference import RECOMMENDED_POST
 
 METHODS = {
     "GrabCut (clicks and strokes)": "grabcut",
@@ -114,18 +115,20 @@ class Editor:
         return {"grabcut": interactive.grabcut, "random_walker": interactive.random_walker}[method](
             self.image, include, exclude)
 
-    def smoothed(self, strength: float, scale: float, progress=None, keep_mean: bool = False) -> np.ndarray:
-        """The whole image smoothed at this strength and scale, shifted to the input's mean colour with
-        keep_mean (cached: region changes only re-blend); progress(done, total) reports tiles of large images."""
-        key = (round(float(strength), 4), round(float(scale), 4), bool(keep_mean))
+    def smoothed(self, strength: float, scale: float, progress=None, keep_mean: bool = False,
+                 post: str | None = None) -> np.ndarray:
+        """The whole image smoothed at this strength and scale, with a classical smoother run on the
+        network's result (`post`, show.py --post) and shifted to the input's mean colour with keep_mean
+        (cached: region changes only re-blend); progress(done, total) reports tiles of large images."""
+        key = (round(float(strength), 4), round(float(scale), 4), bool(keep_mean), post or None)
         if key not in self._cache:
             self._cache[key] = regions.smooth_strength(self.smoother, self.image, key[0], key[1], device=self.device,
-                                                       progress=progress, keep_mean=key[2])
+                                                       progress=progress, keep_mean=key[2], post=key[3])
         return self._cache[key]
 
     def result(self, region: np.ndarray, feather_px: float, strength: float, scale: float, progress=None,
-               keep_mean: bool = False) -> np.ndarray:
-        return regions.blend(self.image, self.smoothed(strength, scale, progress, keep_mean),
+               keep_mean: bool = False, post: str | None = None) -> np.ndarray:
+        return regions.blend(self.image, self.smoothed(strength, scale, progress, keep_mean, post),
                              regions.feather(region, feather_px))
 
     def overlay(self, region: np.ndarray | None = None) -> np.ndarray:
@@ -208,7 +211,7 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
             return editor, editor.overlay(), "clicks and strokes cleared"
         return editor, None, ""
 
-    def smoothed(editor, method, classes, strength, scale, feather_px, keep_mean, progress=gr.Progress()):
+    def smoothed(editor, method, classes, strength, scale, feather_px, keep_mean, flatten, progress=gr.Progress()):
         if editor is None or editor.image is None:
             return None, None, None, "**open an image first**"
         try:
@@ -216,15 +219,18 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
         except ValueError as e:
             return None, None, None, f"**{e}**"
         progress(0, desc="smoothing (once per image, strength and scale)")
+        post = RECOMMENDED_POST if flatten else None
         result = editor.result(region, feather_px, strength, scale,
-                               lambda done, total: progress(done / total, desc=f"tile {done} of {total}"), keep_mean)
+                               lambda done, total: progress(done / total, desc=f"tile {done} of {total}"), keep_mean,
+                               post)
         folder = downloads_root / (f"{editor.key()}_{len(editor.clicks)}_{strength:g}_{scale:g}_{feather_px:g}"
-                                   + "_mean" * bool(keep_mean))
+                                   + "_mean" * bool(keep_mean) + "_post" * bool(post))
         files = save_downloads(result, region, folder)
         return (editor.image, result), editor.overlay(region), files, (
             f"smoothed {region.mean():.1%} of the image (strength {strength:g}, scale {scale:g}, feather "
-            f"{feather_px:g} px{', mean colour kept' if keep_mean else ''}); the same as `show.py --mask mask.png "
-            f"--feather {feather_px:g} --strength {strength:g} --scale {scale:g}{' --keep-mean' if keep_mean else ''}`")
+            f"{feather_px:g} px{f', then {post}' if post else ''}{', mean colour kept' if keep_mean else ''}); the "
+            f"same as `show.py --mask mask.png --feather {feather_px:g} --strength {strength:g} --scale {scale:g}"
+            f"{f' --post {post}' if post else ''}{' --keep-mean' if keep_mean else ''}`")
 
     with gr.Blocks(title="CSGIS-Net: smooth regions") as page:
         gr.Markdown("## CSGIS-Net: smooth the regions you mark\nOpen an image, click to mark what to smooth "
@@ -258,8 +264,11 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
                                          elem_id="strength")
                     scale = gr.Slider(0.25, 2, value=1, step=0.25, label="scale", elem_id="scale")
                     feather_px = gr.Slider(0, 32, value=4, step=1, label="feather (px)", elem_id="feather")
-                keep_mean = gr.Checkbox(False, label="keep the input's mean colour (show.py --keep-mean)",
-                                        elem_id="keep_mean")
+                with gr.Row():
+                    flatten = gr.Checkbox(False, label=f"flatten with L0 after the network (show.py --post "
+                                                       f"{RECOMMENDED_POST})", elem_id="post")
+                    keep_mean = gr.Checkbox(False, label="keep the input's mean colour (show.py --keep-mean)",
+                                            elem_id="keep_mean")
                 with gr.Row():
                     clear = gr.Button("Clear clicks and strokes", elem_id="clear")
                     run = gr.Button("Smooth", variant="primary", elem_id="smooth")
@@ -274,6 +283,6 @@ def build_page(smoother, segmenter=None, class_names=None, device: str = "cpu"):
         method.change(show_region, [editor, method, classes], [editor, canvas, status])
         classes.change(show_region, [editor, method, classes], [editor, canvas, status])
         clear.click(cleared, [editor], [editor, canvas, status])
-        run.click(smoothed, [editor, method, classes, strength, scale, feather_px, keep_mean],
+        run.click(smoothed, [editor, method, classes, strength, scale, feather_px, keep_mean, flatten],
                   [compare, canvas, files, status])
     return page

@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --checkpoint: average the 8 rotations and mirror images (8x the time)")
     parser.add_argument("--keep-mean", action="store_true",
                         help="with --checkpoint: shift each result to its input's mean colour (show.py --keep-mean)")
+    parser.add_argument("--post", metavar="SPEC",
+                        help="with --checkpoint: run this classical smoother on each result, before --keep-mean "
+                             "(show.py --post), e.g. 'l0:lambda=0.02'")
     parser.add_argument("--clean", action="store_true",
                         help="with --checkpoint: smooth the ground truths themselves (each once) instead of the "
                              "textured inputs; a smoother should leave them as they are, so the score is a "
@@ -72,12 +75,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         if (args.gt is None) == (args.manifest is None):
             parser.error("--pred needs exactly one of --gt or --manifest")
         if args.data or args.save or args.tile is not None or args.clean or args.tone or args.keep_mean \
-                or args.self_ensemble:
-            parser.error("--data, --save, --tile, --clean, --tone, --keep-mean and --self-ensemble belong to "
-                         "--checkpoint mode")
+                or args.self_ensemble or args.post:
+            parser.error("--data, --save, --tile, --clean, --tone, --keep-mean, --post and --self-ensemble belong "
+                         "to --checkpoint mode")
     else:
         if not args.data:
             parser.error("--checkpoint needs --data (a dataset folder with manifest.csv)")
+        if args.post is not None:
+            from csgis.inference import check_post
+            try:
+                check_post(args.post)
+            except ValueError as e:
+                parser.error(f"--post: {e}" if not str(e).startswith("--post") else str(e))
         if args.gt or args.manifest:
             parser.error("--gt and --manifest belong to --pred mode; use --data with --checkpoint")
     return args
@@ -121,7 +130,8 @@ def main(argv=None) -> int:
             report = evaluation.evaluate_model(args.checkpoint, args.data, args.split, args.save, args.tile,
                                                args.device, args.max_images, progress=not args.quiet,
                                                label=args.name or "model", self_ensemble=args.self_ensemble,
-                                               clean=args.clean, tone=args.tone, keep_mean=args.keep_mean)
+                                               clean=args.clean, tone=args.tone, keep_mean=args.keep_mean,
+                                               post=args.post)
         groups = (evaluation.sample_groups(info, {r["name"] for r in report["images"]}, args.group)
                   if args.group else None)
     except (OSError, ValueError) as e:  # missing folders, bad manifest, bad checkpoint, bad --group: one line

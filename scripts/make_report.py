@@ -148,6 +148,12 @@ def load_plan(path: str) -> Plan:
     missing = sorted({n for n in named if n not in names})
     if missing:
         raise ReportError(f"{path}: names rows that it does not define: {missing}")
+    if plan.heldout.get("post") is not None:
+        from csgis.inference import check_post
+        try:
+            check_post(str(plan.heldout["post"]))
+        except ValueError as e:
+            raise ReportError(f"{path}: heldout.post: {e}") from None
     return plan
 
 
@@ -240,19 +246,20 @@ def data_identity(data: str) -> dict:
 
 
 def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
-                  scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False) -> dict:
+                  scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False,
+                  post: str | None = None) -> dict:
     """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
-    self-ensemble; shifted to the input's mean colour), cached in `cache` while the weights are older
+    self-ensemble; a classical smoother run on the result; shifted to the input's mean colour), cached in `cache` while the weights are older
     than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("dataset") == data_identity(data) \
                 and cached.get("scale", 1.0) == scale \
                 and cached.get("self_ensemble", False) == self_ensemble and cached.get("keep_mean", False) == keep_mean \
-                and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
+                and cached.get("post") == post and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
-                                       scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean)
+                                       scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean, post=post)
     report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
     _write_json(cache, report)
     return report
@@ -510,8 +517,8 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             table[row.name] = mean_of([per_run[n] for n in members])
             if all(n in per_run_kind for n in members):  # every seed scored here, none carried over
                 by_kind[row.name] = mean_of([per_run_kind[n] for n in members])
-    # Shipped files at 1x, at each show.py --scale, with --self-ensemble, --keep-mean and both: the shipped
-    # smoother as "shipped", the others by file. Variants: (row-name suffix, cache-name suffix,
+    # Shipped files at 1x, at each show.py --scale, with --self-ensemble, --keep-mean and both, and with
+    # --post (alone, with --keep-mean, and with both options): the shipped smoother as "shipped", the others by file. Variants: (row-name suffix, cache-name suffix,
     # score_weights options); the 1x and keep-mean rows also by kind of structure.
     variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
     if plan.heldout.get("self_ensemble"):
@@ -520,6 +527,14 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
         variants.append((", keep mean", "_mean", {"keep_mean": True}))
     if plan.heldout.get("self_ensemble") and plan.heldout.get("keep_mean"):
         variants.append((", self-ensemble, keep mean", "_x8_mean", {"self_ensemble": True, "keep_mean": True}))
+    post = plan.heldout.get("post")
+    if post:  # a classical smoother run on the result (show.py --post); with keep mean; and the self-ensemble
+        variants.append((f", then {post}", "_post", {"post": post}))
+    if post and plan.heldout.get("keep_mean"):
+        variants.append((f", then {post}, keep mean", "_post_mean", {"post": post, "keep_mean": True}))
+        if plan.heldout.get("self_ensemble"):
+            variants.append((f", self-ensemble, then {post}, keep mean", "_x8_post_mean",
+                             {"self_ensemble": True, "post": post, "keep_mean": True}))
     shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
     for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
         for name_suffix, file_suffix, options in variants:
@@ -527,11 +542,12 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             scored = score_weights(ROOT / weights, data, "test",
                                    ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", name, **options)
             table[name] = evaluation.group_means(scored["images"], name, blends)
-            if not options or options == {"keep_mean": True}:
+            if not options or options in ({"keep_mean": True}, {"post": post, "keep_mean": True}):
                 by_kind[name] = evaluation.group_means(scored["images"], name, kinds)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "n_val": base["n_val"], "table": table, "runs": per_run,
-            "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother")}
+            "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother"),
+            "post": post}
 
 
 def region_evaluation(plan: Plan, data: str) -> dict:
@@ -780,7 +796,10 @@ def tables(plan: Plan, res: dict) -> str:
             f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds; "
             f"a shipped file also with `show.py --scale S` (*scale S*), `--self-ensemble` (the 8 rotations and "
             f"mirror images averaged) and `--keep-mean` (the result shifted to the input's mean colour, which L0 "
-            f"and FGS keep by construction), or both. PSNR / SSIM paper / SSIM standard:")
+            f"and FGS keep by construction), or both"
+            + (f", and `--post {held['post']}` (*then {held['post']}*: that classical smoother run on the "
+               f"network's result; a pipeline of the network and a classical smoother, not the network alone)"
+               if held.get("post") else "") + ". PSNR / SSIM paper / SSIM standard:")
         add("")
         add("| method | " + " | ".join(f"{b} (n={table['input'][b]['n']})" for b in blends) + " |")
         add("|---|" + "---|" * len(blends))

@@ -8,6 +8,7 @@ import pytest
 import browser
 from csgis import regions
 from csgis.checkpoint import load_segmenter, load_smoother
+from csgis.inference import RECOMMENDED_POST
 from csgis.io import read_image, write_image
 from csgis.webapp import Editor
 from test_regions import shapes_image
@@ -45,6 +46,12 @@ def test_the_editor_marks_regions_and_smooths_once_per_setting(editor, monkeypat
     assert calls == [(1.0, 1.0), (0.5, 1.0), (1.0, 1.0)]
     assert np.array_equal(kept, regions.smooth_region(editor.smoother, rgb, region, 4, 1.0, 1.0, keep_mean=True))
     assert not np.array_equal(kept, first)
+    before = len(calls)
+    flat = editor.result(region, 4, 1.0, 1.0, keep_mean=True, post="l0:lambda=0.02")  # show.py --post: once more
+    assert calls[before:] == [(1.0, 1.0)]
+    assert np.array_equal(flat, regions.smooth_region(editor.smoother, rgb, region, 4, 1.0, 1.0, keep_mean=True,
+                                                      post="l0:lambda=0.02"))
+    assert not np.array_equal(flat, kept)
     assert editor.region("whole").all() and editor.region("classes", ["background"]).any()
     with pytest.raises(ValueError, match="no class 'sky'"):
         editor.region("classes", ["sky"])
@@ -84,10 +91,12 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
         browser.set_number(driver, "strength", 0.8)
         browser.set_number(driver, "feather", 6)
         driver.find_element(By.CSS_SELECTOR, "#keep_mean input[type=checkbox]").click()
+        driver.find_element(By.CSS_SELECTOR, "#post input[type=checkbox]").click()
         driver.find_element(By.ID, "smooth").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#downloads a")) >= 2)
         assert "strength 0.8" in driver.find_element(By.ID, "status").text
         assert "--keep-mean" in driver.find_element(By.ID, "status").text
+        assert f"--post {RECOMMENDED_POST}" in driver.find_element(By.ID, "status").text
         for link in driver.find_elements(By.CSS_SELECTOR, "#downloads a"):
             url = link.get_attribute("href")
             (tmp_path / Path(url).name).write_bytes(urllib.request.urlopen(url, timeout=30).read())
@@ -102,7 +111,7 @@ def test_the_page_in_a_browser_gives_what_show_py_gives(tmp_path, capsys):
     assert mask[35:45, 35:45].all() and mask.mean() < 0.3  # the disc, not the image
     assert show.main(["--checkpoint", str(SMOOTHER), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                       "--mask", str(tmp_path / "mask.png"), "--feather", "6", "--strength", "0.8", "--scale", "1",
-                      "--keep-mean", "--device", "cpu"]) == 0
+                      "--keep-mean", "--post", RECOMMENDED_POST, "--device", "cpu"]) == 0
     assert np.array_equal(read_image(tmp_path / "result.png"), read_image(tmp_path / "out" / "scene.png"))
 
 

@@ -339,3 +339,36 @@ def test_baselines_cli_writes_json_for_each_filter(tmp_path, baselines_script, c
         baselines_script.main(["--data", str(data), "--filters", "l0,nope"])
     assert exit_info.value.code == 2
     assert set(FILTERS) >= {"l0", "rtv", "rgf", "gf", "bf", "btf", "fgs"}
+
+
+def test_evaluate_post_scores_the_post_filtered_result_and_refuses_a_bad_spec(tmp_path, evaluate_script, capsys):
+    """--post SPEC: the saved and scored prediction is smooth_image(..., post=SPEC, keep_mean=...); the
+    JSON records the spec; a bad spec or --post in --pred mode is one usage line, before any scoring."""
+    import torch
+
+    from csgis.checkpoint import load_smoother, save_checkpoint
+    from csgis.inference import smooth_image
+    from csgis.models.smoother import Smoother
+
+    data = tmp_path / "data"
+    _make_dataset(data, splits=(("test", 2),), size=24)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pth", Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1))
+    code = evaluate_script.main(["--checkpoint", str(tmp_path / "tiny.pth"), "--data", str(data), "--quiet",
+                                 "--post", "l0:lambda=0.05", "--keep-mean",
+                                 "--save", str(tmp_path / "saved"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["post"] == "l0:lambda=0.05" and report["keep_mean"] is True
+    model = load_smoother(tmp_path / "tiny.pth")
+    for row in (r for r in report["images"] if r["method"] == "model"):
+        textured = read_image(data / "input" / f"{row['name']}.png")
+        want = smooth_image(model, textured, post="l0:lambda=0.05", keep_mean=True)["prediction"]
+        assert not np.array_equal(want, smooth_image(model, textured, keep_mean=True)["prediction"])
+        np.testing.assert_array_equal(read_image(row["pred"]), want)
+    capsys.readouterr()
+    for argv in (["--checkpoint", str(tmp_path / "tiny.pth"), "--data", str(data), "--post", "l0:lamda=1"],
+                 ["--pred", str(tmp_path / "saved"), "--gt", str(data / "gt"), "--post", "l0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_script.main(argv)
+        assert exit_info.value.code == 2 and "--post" in capsys.readouterr().err

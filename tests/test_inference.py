@@ -233,3 +233,32 @@ def test_keep_mean_shifts_the_prediction_after_tiling_and_self_ensemble(model):
     small = rgb[:5, :7]
     kept = smooth_image(model, small, tile=0, keep_mean=True)["prediction"]
     np.testing.assert_array_equal(kept, match_mean(smooth_image(model, small, tile=0)["prediction"], small))
+
+
+def test_post_runs_a_classical_smoother_on_the_prediction_before_keep_mean(model):
+    from csgis.data.blend import smooth_spec
+    rgb = np.random.default_rng(6).integers(0, 256, (48, 70, 3), dtype=np.uint8)
+    for options in ({"tile": 0}, {"tile": 32}, {"tile": 0, "self_ensemble": True}):
+        plain = smooth_image(model, rgb, outputs=("prediction", "coarse"), **options)
+        post = smooth_image(model, rgb, outputs=("prediction", "coarse"), post="l0:lambda=0.02", **options)
+        want = smooth_spec(plain["prediction"], "l0:lambda=0.02")
+        assert not np.array_equal(want, plain["prediction"])  # the post filter changes something
+        np.testing.assert_array_equal(post["prediction"], want)
+        np.testing.assert_array_equal(post["coarse"], plain["coarse"])  # only the prediction moves
+        both = smooth_image(model, rgb, post="l0:lambda=0.02", keep_mean=True, **options)["prediction"]
+        np.testing.assert_array_equal(both, match_mean(want, rgb))  # keep mean comes last
+    # L0 flattens: a smaller total variation than the network's own result.
+    def variation(image):
+        return np.abs(np.diff(image.astype(np.int32), axis=0)).sum() + np.abs(np.diff(image.astype(np.int32), axis=1)).sum()
+    assert variation(smooth_image(model, rgb, tile=0, post="l0:lambda=0.05")["prediction"]) \
+        < 0.8 * variation(smooth_image(model, rgb, tile=0)["prediction"])
+
+
+@pytest.mark.parametrize("spec,message", [("nope", "unknown smoother 'nope'"), ("l0:foo=1", "no setting 'foo'"),
+                                          ("l0:lambda=x", "not a number"), ("l0:lambda", "not key=value")])
+def test_a_bad_post_spec_is_refused_before_the_network_runs(spec, message):
+    class Exploding(torch.nn.Module):
+        def receptive_radius(self):
+            raise AssertionError("the network ran")
+    with pytest.raises(ValueError, match=message):
+        smooth_image(Exploding(), np.zeros((20, 20, 3), np.uint8), post=spec)

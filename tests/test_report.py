@@ -32,7 +32,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
         "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2], "self_ensemble": True,
-                    "keep_mean": True},
+                    "keep_mean": True, "post": "l0:lambda=0.05"},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -146,6 +146,12 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert f"| shipped `{shipped}`, keep mean | " in text and f"| shipped `{other}`, keep mean | " in text
     both = again["heldout"]["table"]["shipped, self-ensemble, keep mean"]
     assert both != ensembled and both != kept and f"| shipped `{other}`, self-ensemble, keep mean | " in text
+    post, post_kept = (again["heldout"]["table"][f"shipped, then l0:lambda=0.05{k}"] for k in ("", ", keep mean"))
+    assert post != again["heldout"]["table"]["shipped"] and post_kept not in (post, kept)
+    assert again["heldout"]["by_kind"]["shipped, then l0:lambda=0.05, keep mean"]["all"] == post_kept["all"]
+    assert "shipped, then l0:lambda=0.05" not in again["heldout"]["by_kind"] and again["heldout"]["post"] == "l0:lambda=0.05"
+    assert f"| shipped `{other}`, then l0:lambda=0.05, keep mean | " in text and "`--post l0:lambda=0.05`" in text
+    assert again["heldout"]["table"]["shipped, self-ensemble, then l0:lambda=0.05, keep mean"] not in (post_kept, both)
 
     # The config edited after training: the full rows no longer match and are reported missing, never
     # mixed in (baseline pins the edited key with its own override, so it still matches) ...
@@ -174,7 +180,9 @@ def test_a_row_is_one_entry_and_bad_definitions_are_one_line(demo_root, tmp_path
     # A training config is not a report definition; rows named elsewhere must exist; keys are checked.
     for bad, message in [(str(ROOT / "configs" / "demo.yaml"), "needs a list of 'rows'"),
                          (str(tiny_plan(tmp_path, demo_root, "a.yaml", verdicts=["nope"])), "does not define: ['nope']"),
-                         (str(tiny_plan(tmp_path, demo_root, "b.yaml", colour="red")), "unknown key(s) ['colour']")]:
+                         (str(tiny_plan(tmp_path, demo_root, "b.yaml", colour="red")), "unknown key(s) ['colour']"),
+                         (str(tiny_plan(tmp_path, demo_root, "c.yaml", heldout={"data": "x", "post": "l0:lamda=1"})),
+                          "heldout.post: --post: 'l0' has no setting 'lamda'")]:
         assert make_report.main(["--config", bad, "--no-train"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], lines

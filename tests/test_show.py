@@ -214,3 +214,20 @@ def test_keep_mean_flag_reaches_plain_and_region_smoothing(workspace, tmp_path):
                       "--device", "cpu", "--tile", "0", "--keep-mean", "--strength", "0.5"]) == 0
     half = np.rint(0.5 * want.astype(np.float32) + 0.5 * rgb.astype(np.float32)).astype(np.uint8)
     np.testing.assert_array_equal(read_image(tmp_path / "half" / "good.png"), half)
+
+
+def test_post_flag_reaches_plain_smoothing_and_a_bad_spec_is_one_line(workspace, tmp_path, capsys):
+    good = workspace["src"] / "a/good.png"
+    model = load_smoother(workspace["ours"])
+    rgb = read_image(good)
+    want = smooth_image(model, rgb, tile=0, post="l0:lambda=0.02", keep_mean=True)["prediction"]
+    assert not np.array_equal(want, smooth_image(model, rgb, tile=0, keep_mean=True)["prediction"])
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "p"),
+                      "--device", "cpu", "--tile", "0", "--post", "l0:lambda=0.02", "--keep-mean"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "p" / "good.png"), want)
+    capsys.readouterr()
+    assert show.main(["--checkpoint", str(workspace["ours"]), "--input", str(good), "--output", str(tmp_path / "q"),
+                      "--device", "cpu", "--post", "l0:lamda=0.02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--post" in err[0] and "lamda" in err[0]
+    assert not (tmp_path / "q").exists()  # refused before anything was written
