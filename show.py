@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             check_post(args.post)
         except ValueError as e:
-            raise UsageError(str(e) if str(e).startswith("--post") else f"--post: {e}") from None
+            raise UsageError(str(e)) from None
     device = pick_device(args.device)
     if args.channels_last is None:
         args.channels_last = device.type == "cuda"

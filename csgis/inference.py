@@ -264,18 +264,15 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
             raise ValueError(f"unknown output {name!r}; choose from {IMAGE_OUTPUT_NAMES}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
-    if post is not None:
-        check_post(post)  # before the network runs
+    if post is not None or keep_mean:
+        if post is not None:
+            check_post(post)  # before the network runs
         out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
         if "prediction" in out:
-            out["prediction"] = post_filter(out["prediction"], post)
+            if post is not None:
+                out["prediction"] = post_filter(out["prediction"], post)
             if keep_mean:
                 out["prediction"] = match_mean(out["prediction"], rgb)
-        return out
-    if keep_mean:
-        out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
-        if "prediction" in out:
-            out["prediction"] = match_mean(out["prediction"], rgb)
         return out
     h, w, _ = rgb.shape
     if self_ensemble:
@@ -342,17 +339,13 @@ def match_mean(result: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def check_post(spec: str) -> None:
-    """ValueError with one clear line unless `spec` names a known smoother and settings of it
-    (`post_filter`'s argument; checked before any image is smoothed)."""
-    import inspect
-
-    from csgis.data.blend import SMOOTHERS, _ALIASES, parse_smoother
-    for part in str(spec).split("+"):
-        name, params = parse_smoother(part)
-        accepted = list(inspect.signature(SMOOTHERS[name]).parameters)[1:]  # the first is the image
-        for key in params:
-            if _ALIASES.get(key, key) not in accepted:
-                raise ValueError(f"--post: '{name}' has no setting '{key}' (in '{spec}')")
+    """ValueError in one line, starting '--post:', unless `spec` names known smoothers and settings of
+    them (`post_filter`'s argument; checked before any image is smoothed)."""
+    from csgis.data.blend import check_spec
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        raise ValueError(f"--post: {e}") from None
 
 
 def post_filter(result: np.ndarray, spec: str) -> np.ndarray:

@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             try:
                 check_post(args.post)
             except ValueError as e:
-                parser.error(f"--post: {e}" if not str(e).startswith("--post") else str(e))
+                parser.error(str(e))
         if args.gt or args.manifest:
             parser.error("--gt and --manifest belong to --pred mode; use --data with --checkpoint")
     return args

@@ -249,14 +249,15 @@ def score_weights(weights: Path, data: str, split: str, cache: Path, label: str,
                   scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False,
                   post: str | None = None) -> dict:
     """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
-    self-ensemble; a classical smoother run on the result; shifted to the input's mean colour), cached in `cache` while the weights are older
-    than it; pred_dir: also keep the predictions there."""
+    self-ensemble; a classical smoother run on the result; shifted to the input's mean colour), cached
+    in `cache` while the weights are older than it; pred_dir: also keep the predictions there."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("dataset") == data_identity(data) \
                 and cached.get("scale", 1.0) == scale \
                 and cached.get("self_ensemble", False) == self_ensemble and cached.get("keep_mean", False) == keep_mean \
-                and cached.get("post") == post and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
+                and cached.get("post") == post \
+                and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
                                        scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean, post=post)
@@ -518,8 +519,9 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             if all(n in per_run_kind for n in members):  # every seed scored here, none carried over
                 by_kind[row.name] = mean_of([per_run_kind[n] for n in members])
     # Shipped files at 1x, at each show.py --scale, with --self-ensemble, --keep-mean and both, and with
-    # --post (alone, with --keep-mean, and with both options): the shipped smoother as "shipped", the others by file. Variants: (row-name suffix, cache-name suffix,
-    # score_weights options); the 1x and keep-mean rows also by kind of structure.
+    # --post (alone, with --keep-mean, with both options): the shipped smoother as "shipped", the others by
+    # file. Variants: (row-name suffix, cache-name suffix, score_weights options); the 1x, keep-mean and
+    # post + keep-mean rows also by kind of structure.
     variants = [("", "", {})] + [(f", scale {s:g}", f"_scale{s:g}", {"scale": s}) for s in plan.heldout.get("scales", [])]
     if plan.heldout.get("self_ensemble"):
         variants.append((", self-ensemble", "_x8", {"self_ensemble": True}))

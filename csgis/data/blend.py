@@ -29,6 +29,8 @@ Smoothing (`smooth`: the csgis.filters implementations, e.g. L0 in numpy because
 """
 from __future__ import annotations
 
+import inspect
+
 import cv2
 import numpy as np
 
@@ -180,6 +182,17 @@ def parse_smoother(spec: str) -> tuple[str, dict]:
             raise ValueError(f"smoother setting '{item}' in '{spec}' is not a number") from None
         params[key.strip()] = int(number) if number.is_integer() and "." not in value else number
     return name, params
+
+
+def check_spec(spec: str) -> None:
+    """ValueError in one line unless every part of `spec` ('a:...+b:...') names a known smoother and
+    only settings that it has; smooth_spec would otherwise fail only when it runs."""
+    for part in str(spec).split("+"):
+        name, params = parse_smoother(part)
+        accepted = list(inspect.signature(SMOOTHERS[name]).parameters)[1:]  # the first is the image
+        for key in params:
+            if _ALIASES.get(key, key) not in accepted:
+                raise ValueError(f"'{name}' has no setting '{key}' (in '{spec}')")
 
 
 def smooth_spec(img: np.ndarray, spec: str) -> np.ndarray:
