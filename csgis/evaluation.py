@@ -757,15 +757,32 @@ def select_params(name: str, grid: Sequence[dict], samples: Sequence[Sample], me
     if metric not in METRIC_KEYS:
         raise ValueError(f"select metric must be one of {METRIC_KEYS}, got {metric!r}")
     trials, problems, best = [], [], None
-    for params in grid:
-        rows, errs = run_filter(name, params, samples, workers, progress, f"{name} val {params}")
-        problems += [e for e in errs if e not in problems]
+    # One pool for the whole grid: starting worker processes costs seconds, a setting on a small
+    # image milliseconds.
+    jobs = [FilterJob(name, dict(params), sample) for params in grid for sample in samples]
+    results = parallel_map(_filter_job, jobs, workers, f"{name} val ({len(grid)} settings)", progress,
+                           _single_thread_worker)
+    for i, params in enumerate(grid):
+        part = results[i * len(samples):(i + 1) * len(samples)]
+        rows = [r for r, _ in part if r is not None]
+        problems += [e for _, e in part if e is not None and e not in problems]
         summary = summarize(rows)
         trials.append({"params": dict(params), metric: summary[metric]["mean"], "n": summary["n"]})
         score = summary[metric]["mean"]
         if rows and (best is None or score > best[0]):
             best = (score, dict(params))
     return (best[1] if best else {}), trials, problems
+
+
+def grid_edges(grid: Sequence[dict], params: dict) -> list[str]:
+    """Names of the settings in `params` whose value is the smallest or largest that `grid` tries
+    for it (among settings the grid varies): the best value may then lie outside the grid."""
+    edges = []
+    for key, value in params.items():
+        values = sorted({setting[key] for setting in grid if key in setting})
+        if len(values) > 1 and value in (values[0], values[-1]):
+            edges.append(key)
+    return edges
 
 
 def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: str | None = "val",
@@ -813,6 +830,7 @@ def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: 
             "selected_on": val_split if trials else None,
             "select_metric": select_metric if trials else None,
             "trials": trials,
+            "at_grid_edge": grid_edges(grids[name], params) if trials else [],
             "metrics": {k: methods[name][k] for k in METRIC_KEYS},
             "n": len(rows),
             "seconds_per_image": seconds,

@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     for name, entry in report["filters"].items():
         print(f"{name}: {entry['params']}" + (f" (chosen on {entry['selected_on']} by {entry['select_metric']})"
                                                if entry["selected_on"] else " (defaults)"))
+        if entry["at_grid_edge"]:
+            print(f"warning: {name}: {', '.join(entry['at_grid_edge'])} chosen at the edge of its grid "
+                  f"(csgis.filters.PARAM_GRIDS); a better setting may lie outside it", file=sys.stderr)
     print(evaluation.format_table(report["methods"], title=f"{args.data} split '{args.split}'"))
     if report["problems"]:
         print(f"problems (skipped) ({len(report['problems'])}):", file=sys.stderr)

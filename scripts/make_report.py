@@ -275,16 +275,24 @@ def score_run(run_dir: Path, data: str, which: str = "latest", split: str = "tes
                          run_dir / f"{split}_predictions_{which}" if save else None)
 
 
+def _grids(filters: list[str]) -> dict:
+    """The validation grids of `filters` as JSON reads them back (a cache made with other grids is stale)."""
+    from csgis.filters import PARAM_GRIDS
+
+    return json.loads(json.dumps({name: PARAM_GRIDS.get(name, []) for name in sorted(filters)}))
+
+
 def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str = "baselines.json") -> dict:
     """The classical smoothers on `data`'s test split, parameters chosen on its validation split (cached)."""
     cache = ROOT / plan.experiments / name
     if cache.is_file():
         cached = _read_json(cache)
         if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached \
-                and cached.get("dataset") == data_identity(data):
+                and cached.get("dataset") == data_identity(data) and cached.get("grids") == _grids(filters):
             return cached
     report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True)
     report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
+    report["grids"] = _grids(filters)
     _write_json(cache, report)
     return report
 
@@ -547,6 +555,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             if not options or options in ({"keep_mean": True}, {"post": post, "keep_mean": True}):
                 by_kind[name] = evaluation.group_means(scored["images"], name, kinds)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
+            "at_grid_edge": {n: f["at_grid_edge"] for n, f in base["filters"].items() if f.get("at_grid_edge")},
             "n_val": base["n_val"], "table": table, "runs": per_run,
             "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother"),
             "post": post}
@@ -661,7 +670,8 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[
         "carried_over": {"file": str(args.carry_over), "runs": list(carried)} if carried else {},
         "baselines": {"input": base["methods"]["input"], "select_on": base["val_split"], "n_val": base["n_val"],
                       "select_metric": base["select_metric"],
-                      "filters": {n: {"params": f["params"], **f["metrics"], "seconds_per_image": f["seconds_per_image"]}
+                      "filters": {n: {"params": f["params"], "at_grid_edge": f.get("at_grid_edge", []),
+                                      **f["metrics"], "seconds_per_image": f["seconds_per_image"]}
                                   for n, f in base["filters"].items()}},
         "verdicts": {name: {"steps": agg[name]["steps"], "seeds": agg[name]["seeds"],
                             "beats_all_classical": not shortfalls(agg[name], base),
@@ -740,6 +750,8 @@ def tables(plan: Plan, res: dict) -> str:
         f"{_f(inp['psnr_standard']['mean'], 2)} | {_f(inp['ssim_standard']['mean'], 4)} | |")
     for name, f in base["filters"].items():
         params = ", ".join(f"{k}={v}" for k, v in f["params"].items())
+        if f.get("at_grid_edge"):
+            params += f"; {', '.join(f['at_grid_edge'])} at the edge of its grid"
         add(f"| {name.upper()} ({params}) | {_f(f['psnr_paper']['mean'], 2)} | {_f(f['ssim_paper']['mean'], 4)} | "
             f"{_f(f['psnr_standard']['mean'], 2)} | {_f(f['ssim_standard']['mean'], 4)} | "
             f"{_f(f['seconds_per_image'], 3)} s/image |")
@@ -817,6 +829,11 @@ def tables(plan: Plan, res: dict) -> str:
                 f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
                 if b in cells else "" for b in blends) + " |")
         add("")
+        if held.get("at_grid_edge"):
+            add("Chosen at the edge of its grid (`csgis.filters.PARAM_GRIDS`; a better setting may lie outside "
+                "it): " + "; ".join(f"{n.upper()} {', '.join(keys)}" for n, keys in held["at_grid_edge"].items())
+                + ".")
+            add("")
         by_kind = held.get("by_kind") or {}
         if by_kind:
             groups = sorted((g for g in by_kind["input"] if g not in ("all", "?")),

@@ -10,7 +10,7 @@ import pytest
 
 from csgis import evaluation
 from csgis.data.manifest import write_manifest
-from csgis.filters import FILTERS
+from csgis.filters import FILTERS, PARAM_GRIDS
 from csgis.io import read_image, write_image
 from csgis.metrics import image_metrics
 
@@ -307,6 +307,7 @@ def test_baselines_select_on_val_and_score_test(tmp_path):
     assert gf["selected_on"] == "val" and len(gf["trials"]) == 2
     best = max(gf["trials"], key=lambda t: t["psnr_paper"])
     assert gf["params"]["eps"] == best["params"]["eps"] == 0.04
+    assert gf["at_grid_edge"] == ["eps"]      # the largest eps tried; the radius is not varied
     # eps 1e-6 leaves the input as it is: its validation score is the input's.
     val_input = evaluation.summarize(evaluation.score_inputs(evaluation.load_split(data, "val"), progress=False)[0])
     assert gf["trials"][0]["psnr_paper"] == pytest.approx(val_input["psnr_paper"]["mean"], abs=1e-9)
@@ -314,6 +315,16 @@ def test_baselines_select_on_val_and_score_test(tmp_path):
     assert report["methods"]["gf"]["psnr_paper"]["mean"] > report["methods"]["input"]["psnr_paper"]["mean"]
     assert report["methods"]["gf"]["n"] == report["n_test"] == 2 and report["n_val"] == 2
     assert gf["seconds_per_image"] > 0
+
+
+def test_grid_edges_names_settings_at_the_smallest_or_largest_value_tried():
+    grid = [{"lambda_": v, "sigma": s} for v in (0.01, 0.02, 0.04) for s in (1.0, 2.0, 3.0)]
+    assert evaluation.grid_edges(grid, {"lambda_": 0.02, "sigma": 2.0}) == []
+    assert evaluation.grid_edges(grid, {"lambda_": 0.04, "sigma": 2.0}) == ["lambda_"]
+    assert evaluation.grid_edges(grid, {"lambda_": 0.01, "sigma": 3.0}) == ["lambda_", "sigma"]
+    # A setting the grid does not vary (or a default outside the grid) is not an edge.
+    assert evaluation.grid_edges([{"lambda_": 0.01, "kappa": 2.0}, {"lambda_": 0.02, "kappa": 2.0}],
+                                 {"lambda_": 0.02, "kappa": 2.0, "beta_max": 1e5}) == ["lambda_"]
 
 
 def test_baselines_cli_writes_json_for_each_filter(tmp_path, baselines_script, capsys):
@@ -329,7 +340,8 @@ def test_baselines_cli_writes_json_for_each_filter(tmp_path, baselines_script, c
     for name in ("l0", "rtv", "rgf"):
         entry = report["filters"][name]
         assert entry["selected_on"] == "val" and entry["select_metric"] == "ssim_paper"
-        assert len(entry["trials"]) == 4 and entry["n"] == 1
+        assert len(entry["trials"]) == len(PARAM_GRIDS[name]) and entry["n"] == 1
+        assert entry["at_grid_edge"] == evaluation.grid_edges(PARAM_GRIDS[name], entry["params"])
         best = max(entry["trials"], key=lambda t: t["ssim_paper"])
         assert all(entry["params"][k] == v for k, v in best["params"].items())
         assert set(entry["metrics"]) == set(evaluation.METRIC_KEYS)

@@ -296,7 +296,8 @@ def test_staleness_ignores_where_a_run_lives(demo_root, tmp_path):
 
 def test_scores_cached_on_another_build_of_the_data_are_not_used(tmp_path, monkeypatch):
     """A cache of a smoother file's or the classical smoothers' scores holds the dataset.json identity
-    of the build it scored; a rebuild of the same folder (another version, seed or size) is scored again."""
+    of the build it scored (and the latter the grids it chose from); a rebuild of the same folder
+    (another version, seed or size) is scored again."""
     from types import SimpleNamespace
     data = tmp_path / "data"
     data.mkdir()
@@ -325,3 +326,10 @@ def test_scores_cached_on_another_build_of_the_data_are_not_used(tmp_path, monke
     make_report.baselines(plan, str(data), ["l0"], workers=1)
     assert len(calls) == 4
     assert json.loads((tmp_path / "scores.json").read_text())["dataset"]["config"] == {"version": 2}
+    # The classical smoothers' cache also holds the validation grids it chose from: other grids, new run.
+    from csgis.filters import PARAM_GRIDS
+    make_report.baselines(plan, str(data), ["l0"], workers=1)
+    assert len(calls) == 4
+    monkeypatch.setitem(PARAM_GRIDS, "l0", [{"lambda_": 0.5}, {"lambda_": 0.9}])
+    make_report.baselines(plan, str(data), ["l0"], workers=1)
+    assert len(calls) == 5
