@@ -223,14 +223,9 @@ FILTERS: dict[str, Callable[..., np.ndarray]] = {
     "fgs": fgs,
 }
 
-# Validation grids (the default setting is always one of them). A grid that stops short hands a
-# classical smoother a handicap, so a choice at a grid's smallest or largest value is flagged
-# (`csgis.evaluation.grid_edges`: baselines.py warns, the report says so). Widened 2026-12-03,
-# when six of the seven smoothers had been chosen at an edge of the earlier 3-5 setting grids on
-# both the demo data and the held-out benchmark. On the wider grids every choice on the held-out
-# benchmark lies inside but BTF's (radius 1, the smallest there is, and 10 iterations); on the demo
-# data RGF (sigma_s 24) and BF (diameter 49, sigma_color 160) still ask for more smoothing, far
-# below the leaders there (docs/RESULTS.md notes).
+# Validation grids (the default setting is always one of them). A choice at a grid's smallest or
+# largest value is flagged (`csgis.evaluation.grid_edges`): a grid that stops short handicaps the
+# smoother. Which choices still sit at an edge: docs/RESULTS.md notes (wider grids, 2026-12-03).
 PARAM_GRIDS: dict[str, list[dict]] = {
     "l0": [{"lambda_": v} for v in (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12)],
     "rtv": [{"lambda_": v} for v in (0.0025, 0.005, 0.01, 0.015, 0.03, 0.045)],
