@@ -293,19 +293,25 @@ class Run:
     def _fetch(self, batches):
         """The loader's batches; its failures as one line (a worker's error arrives with the worker's
         traceback in its message), or as an interrupt when a signal also stopped the workers."""
-        from csgis.data import DatasetError
         try:
             yield from batches
-        except (OSError, DatasetError, RuntimeError) as error:
+        except Exception as error:  # noqa: BLE001 - a signal makes any of them an interrupt
             raise self._loader_failure(error) from None
 
     def _loader_failure(self, error: Exception) -> Exception:
         """What a failing loader (training or validation) ends the run with: an interrupt when a
-        signal also stopped the workers, one DatasetError line for a data error (a worker's error
-        carries the worker's traceback in its text), else the error itself."""
+        signal also stopped the workers (whatever the error: a worker that leaves while the main
+        process is receiving its batch's shared memory raises EOFError or ConnectionResetError there),
+        one DatasetError line for a data error (a worker's error carries the worker's traceback in
+        its text), else the error itself."""
         from csgis.data import DatasetError
         if self.stop.signum is not None:
             return self.interrupt(self.stop.signum)
+        if isinstance(error, EOFError):
+            return DatasetError(f"a DataLoader worker left while sending a batch ({type(error).__name__}); "
+                                "rerun with data.num_workers=0 to see the error in the main process")
+        if not isinstance(error, (OSError, DatasetError, RuntimeError)):
+            return error
         if isinstance(error, RuntimeError) and "Original Traceback" not in str(error):
             return error
         return DatasetError(_last_line(error))
@@ -359,10 +365,9 @@ class Run:
         # The epoch's training is saved first (as a state at the end of its last batch): if validation
         # fails, --resume goes straight back to validating this epoch.
         self.save_state()
-        from csgis.data import DatasetError
         try:
             metrics, images, line = self.task.validate(self.eval_model, self.val_loader, self.autocast_dtype)
-        except (OSError, DatasetError, RuntimeError) as error:
+        except Exception as error:  # noqa: BLE001 - a signal makes any of them an interrupt
             raise self._loader_failure(error) from None
         self.logger.info(f"val epoch {epoch} | {line}")
         if self.writer is not None:
