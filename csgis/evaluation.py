@@ -752,7 +752,7 @@ def run_filter(name: str, params: dict, samples: Sequence[Sample], workers: int 
 
 
 def select_params(name: str, grid: Sequence[dict], samples: Sequence[Sample], metric: str = "ssim_paper",
-                  workers: int = 1, progress: bool = True) -> tuple[dict, list[dict], list[str]]:
+                  workers: int = 1, progress: bool = True, desc: str = "") -> tuple[dict, list[dict], list[str]]:
     """Best setting of `grid` by mean `metric` (higher is better) on samples -> (params, trials, problems)."""
     if metric not in METRIC_KEYS:
         raise ValueError(f"select metric must be one of {METRIC_KEYS}, got {metric!r}")
@@ -760,7 +760,7 @@ def select_params(name: str, grid: Sequence[dict], samples: Sequence[Sample], me
     # One pool for the whole grid: starting worker processes costs seconds, a setting on a small
     # image milliseconds.
     jobs = [FilterJob(name, dict(params), sample) for params in grid for sample in samples]
-    results = parallel_map(_filter_job, jobs, workers, f"{name} val ({len(grid)} settings)", progress,
+    results = parallel_map(_filter_job, jobs, workers, desc or f"{name} val ({len(grid)} settings)", progress,
                            _single_thread_worker)
     for i, params in enumerate(grid):
         part = results[i * len(samples):(i + 1) * len(samples)]
@@ -785,15 +785,50 @@ def grid_edges(grid: Sequence[dict], params: dict) -> list[str]:
     return edges
 
 
+def selection_groups(data_root: str | os.PathLike, field_name: str, samples: Sequence[Sample]) -> dict[str, str]:
+    """{sample id: its value of `field_name`} from the dataset's dataset.json (e.g. 'blend' on the
+    held-out benchmark); ValueError naming the file when it records no such field for a sample."""
+    from csgis.data.manifest import read_dataset_info
+
+    info = read_dataset_info(data_root)
+    where = Path(data_root) / "dataset.json"
+    try:
+        groups = sample_groups(info, [s.id for s in samples], [field_name])
+    except ValueError as e:
+        raise ValueError(f"{where}: cannot choose settings per {field_name}: {e}") from None
+    missing = [name for name, value in groups.items() if value == "?"]
+    if missing:
+        raise ValueError(f"{where}: no {field_name} recorded for {len(missing)} sample(s), e.g. {missing[0]}")
+    return groups
+
+
+def _choose(name: str, grid: Sequence[dict], val_samples: Sequence[Sample], metric: str, workers: int,
+            progress: bool, desc: str = "") -> tuple[dict, list[dict], list[str], list[str]]:
+    """A filter's setting for one run: chosen on val_samples when the grid has several, its first
+    setting when one, the defaults when there is no grid or no validation image ->
+    (params, trials, at_grid_edge, problems)."""
+    if val_samples and len(grid) > 1:
+        params, trials, problems = select_params(name, grid, val_samples, metric, workers, progress, desc)
+        return params, trials, grid_edges(grid, params), problems
+    if val_samples and grid:
+        return dict(grid[0]), [], [], []
+    return {}, [], [], []
+
+
 def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: str | None = "val",
                   filters: Sequence[str] | None = None, select_metric: str = "ssim_paper",
                   workers: int = 1, max_images: int = 0, save_dir: str | os.PathLike | None = None,
-                  grids: dict[str, list[dict]] | None = None, progress: bool = True) -> dict:
+                  grids: dict[str, list[dict]] | None = None, progress: bool = True,
+                  select_per: str | None = None) -> dict:
     """Classical smoothers scored on `split`, each with its PARAM_GRIDS setting chosen on `val_split`.
 
     A filter whose validation split is empty (or val_split None) runs with its defaults.
-    Report: {conventions, methods: {name: summary}, filters: {name: {params, trials, metrics,
-    seconds_per_image}}, problems, images}.
+    `select_per`: a per-sample field of dataset.json (e.g. 'blend'): the setting is chosen for each
+    of its values on the validation images with that value, and the test images with that value are
+    run with it; every test value needs validation images.
+    Report: {conventions, methods: {name: summary}, filters: {name: {params, trials, at_grid_edge,
+    metrics, seconds_per_image}}, problems, images}; with select_per, a filter's params, trials and
+    at_grid_edge are {value: ...} (at_grid_edge only for values chosen at an edge).
     """
     from csgis.filters import FILTERS, PARAM_GRIDS, default_params
 
@@ -808,29 +843,50 @@ def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: 
     val_samples = load_split(data_root, val_split, max_images) if val_split else []
     save_dir = Path(save_dir) if save_dir is not None else None
 
+    # Each part of the test split with the validation images it is tuned on: one part, or one per
+    # value of select_per.
+    parts = {"": (val_samples, test_samples)}
+    if select_per and val_samples:
+        groups = selection_groups(data_root, select_per, [*val_samples, *test_samples])
+        values = sorted({groups[s.id] for s in test_samples})
+        parts = {v: ([s for s in val_samples if groups[s.id] == v], [s for s in test_samples if groups[s.id] == v])
+                 for v in values}
+        untuned = [v for v, (val, _) in parts.items() if not val]
+        if untuned:
+            raise ValueError(f"{Path(data_root) / 'dataset.json'}: no {val_split} image has {select_per} "
+                             f"{', '.join(untuned)}, which test images have")
+
     input_rows, problems = score_inputs(test_samples, workers, progress)
     methods = {INPUT_ROW: summarize(input_rows)}
     images = list(input_rows)
     report_filters = {}
     for name in filters:
-        trials: list[dict] = []
-        if val_samples and len(grids.get(name, [])) > 1:
-            params, trials, errs = select_params(name, grids[name], val_samples, select_metric, workers, progress)
+        rows, chosen = [], {}
+        for value, (val, test) in parts.items():
+            label = f"{name} {value}".rstrip()
+            params, trials, edges, errs = _choose(name, grids.get(name, []), val, select_metric, workers, progress,
+                                                  f"{label} {val_split} ({len(grids.get(name, []))} settings)")
             problems += [e for e in errs if e not in problems]
-        elif val_samples and grids.get(name):
-            params = dict(grids[name][0])
-        else:
-            params = {}
-        rows, errs = run_filter(name, params, test_samples, workers, progress, f"{name} {split}", save_dir)
-        problems += [e for e in errs if e not in problems]
+            part_rows, errs = run_filter(name, params, test, workers, progress, f"{label} {split}", save_dir)
+            problems += [e for e in errs if e not in problems]
+            rows += part_rows
+            chosen[value] = ({**default_params(name), **params}, trials, edges)
         seconds = float(np.mean([r["seconds"] for r in rows])) if rows else math.nan
         methods[name] = summarize(rows, seconds)
+        tuned = any(trials for _, trials, _ in chosen.values())
+        if list(chosen) == [""]:
+            params, trials, edges = chosen[""]
+        else:
+            params = {v: c[0] for v, c in chosen.items()}
+            trials = {v: c[1] for v, c in chosen.items()}
+            edges = {v: c[2] for v, c in chosen.items() if c[2]}
         report_filters[name] = {
-            "params": {**default_params(name), **params},
-            "selected_on": val_split if trials else None,
-            "select_metric": select_metric if trials else None,
+            "params": params,
+            "selected_on": val_split if tuned else None,
+            "select_metric": select_metric if tuned else None,
+            "select_per": select_per if list(chosen) != [""] else None,
             "trials": trials,
-            "at_grid_edge": grid_edges(grids[name], params) if trials else [],
+            "at_grid_edge": edges,
             "metrics": {k: methods[name][k] for k in METRIC_KEYS},
             "n": len(rows),
             "seconds_per_image": seconds,
@@ -842,6 +898,7 @@ def run_baselines(data_root: str | os.PathLike, split: str = "test", val_split: 
         "split": split,
         "val_split": val_split if val_samples else None,
         "select_metric": select_metric,
+        "select_per": select_per if list(parts) != [""] else None,
         "n_test": len(test_samples),
         "n_val": len(val_samples),
         "workers": workers,

@@ -1,13 +1,15 @@
 """Classical smoothers (docs/method.md §7) on a dataset split, parameters chosen on the validation split.
 
     python scripts/baselines.py --data data/voc_smooth --split test [--val-split val] \
-        [--filters l0,rtv,rgf,gf,bf,btf,fgs] [--select ssim_paper] [--json baselines.json] \
-        [--save results/baselines] [--workers 2] [--max-images N]
+        [--filters l0,rtv,rgf,gf,bf,btf,fgs] [--select ssim_paper] [--select-per blend] \
+        [--json baselines.json] [--save results/baselines] [--workers 2] [--max-images N]
 
 For every filter, each setting of csgis.filters.PARAM_GRIDS is scored on --val-split and the best
 by --select (mean, higher is better) is run on --split; the table shows both metric conventions
 and the time per image, plus the textured input itself as the "input" row. --val-split '' skips
-the search and runs each filter with its defaults. Exit status 1 when a file could not be read
+the search and runs each filter with its defaults. --select-per FIELD chooses a setting for each
+value of a per-sample field of the dataset's dataset.json (on the held-out benchmark: `blend`, so
+the gray and the colour images each get the setting that suits them). Exit status 1 when a file could not be read
 (reported with its path), 2 on bad arguments.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(FILTERS)} (default: all)")
     parser.add_argument("--select", default="ssim_paper", choices=evaluation.METRIC_KEYS,
                         help="validation metric that picks the setting (default: ssim_paper)")
+    parser.add_argument("--select-per", metavar="FIELD",
+                        help="choose a setting per value of this dataset.json sample field (e.g. blend)")
     parser.add_argument("--json", help="write chosen parameters, metrics (mean, std) and s/image here")
     parser.add_argument("--csv", help="write per-image metrics here")
     parser.add_argument("--save", help="write test results as <SAVE>/<filter>/<id>.png")
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
     try:
         report = evaluation.run_baselines(args.data, args.split, args.val_split or None, args.filters,
                                           args.select, args.workers, args.max_images, args.save,
-                                          progress=not args.quiet)
+                                          progress=not args.quiet, select_per=args.select_per)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -55,11 +59,17 @@ def main(argv=None) -> int:
         print(f"note: no validation images (--val-split '{args.val_split}'); filters run with their defaults",
               file=sys.stderr)
     for name, entry in report["filters"].items():
-        print(f"{name}: {entry['params']}" + (f" (chosen on {entry['selected_on']} by {entry['select_metric']})"
-                                               if entry["selected_on"] else " (defaults)"))
-        if entry["at_grid_edge"]:
-            print(f"warning: {name}: {', '.join(entry['at_grid_edge'])} chosen at the edge of its grid "
-                  f"(csgis.filters.PARAM_GRIDS); a better setting may lie outside it", file=sys.stderr)
+        how = (f" (chosen on {entry['selected_on']} by {entry['select_metric']})" if entry["selected_on"]
+               else " (defaults)")
+        per = entry.get("select_per")
+        chosen = entry["params"].items() if per else [("", entry["params"])]
+        edges = entry["at_grid_edge"].items() if per else [("", entry["at_grid_edge"])]
+        for value, params in chosen:
+            print(f"{name}{f' {per} {value}' if per else ''}: {params}{how}")
+        for value, keys in edges:
+            if keys:
+                print(f"warning: {name}{f' {per} {value}' if per else ''}: {', '.join(keys)} chosen at the edge "
+                      f"of its grid (csgis.filters.PARAM_GRIDS); a better setting may lie outside it", file=sys.stderr)
     print(evaluation.format_table(report["methods"], title=f"{args.data} split '{args.split}'"))
     if report["problems"]:
         print(f"problems (skipped) ({len(report['problems'])}):", file=sys.stderr)

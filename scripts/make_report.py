@@ -282,15 +282,28 @@ def _grids(filters: list[str]) -> dict:
     return json.loads(json.dumps({name: PARAM_GRIDS.get(name, []) for name in sorted(filters)}))
 
 
-def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str = "baselines.json") -> dict:
-    """The classical smoothers on `data`'s test split, parameters chosen on its validation split (cached)."""
+def _setting(name: str, params: dict) -> str:
+    """'(key=value, ...)' of the settings filter `name`'s validation grid varies."""
+    from csgis.filters import PARAM_GRIDS
+
+    varied = {k for setting in PARAM_GRIDS.get(name, []) for k in setting} or set(params)
+    return "(" + ", ".join(f"{k.rstrip('_')}={v:g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
+                           for k, v in params.items() if k in varied) + ")"
+
+
+def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str = "baselines.json",
+              select_per: str | None = None) -> dict:
+    """The classical smoothers on `data`'s test split, parameters chosen on its validation split (for
+    each value of the sample field `select_per` when given; cached)."""
     cache = ROOT / plan.experiments / name
     if cache.is_file():
         cached = _read_json(cache)
         if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached \
-                and cached.get("dataset") == data_identity(data) and cached.get("grids") == _grids(filters):
+                and cached.get("dataset") == data_identity(data) and cached.get("grids") == _grids(filters) \
+                and cached.get("select_per") == select_per:
             return cached
-    report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True)
+    report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True,
+                                      select_per=select_per)
     report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
     report["grids"] = _grids(filters)
     _write_json(cache, report)
@@ -502,7 +515,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
     # The same images by blend and kind of structure (cartoon, photo-derived), for the rows scored here.
     kinds = evaluation.sample_groups(info, samples, ["blend", "kind"]) if samples else {}
     print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
-    base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json")
+    base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json", plan.heldout.get("select_per"))
     table = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, blends)}
     by_kind = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, kinds)}
     for name in base["filters"]:
@@ -556,7 +569,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
                 by_kind[name] = evaluation.group_means(scored["images"], name, kinds)
     return {"data": data, "params": {n: f["params"] for n, f in base["filters"].items()},
             "at_grid_edge": {n: f["at_grid_edge"] for n, f in base["filters"].items() if f.get("at_grid_edge")},
-            "n_val": base["n_val"], "table": table, "runs": per_run,
+            "select_per": base.get("select_per"), "n_val": base["n_val"], "table": table, "runs": per_run,
             "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother"),
             "post": post}
 
@@ -807,10 +820,12 @@ def tables(plan: Plan, res: dict) -> str:
         add(f"`{held['data']}` (`dataset_utils/make_heldout.py`): structures and textures from sources no training "
             f"builder reads (cartoon and photo-derived structures, five texture families), blended the authors' way "
             f"(*gray*) and with the texture's colours (*colour*) at three texture scales. Classical smoothers: "
-            f"parameters chosen on its {held['n_val']} validation images. Rows: final weights, mean over seeds; "
-            f"a shipped file also with `show.py --scale S` (*scale S*), `--self-ensemble` (the 8 rotations and "
-            f"mirror images averaged) and `--keep-mean` (the result shifted to the input's mean colour, which L0 "
-            f"and FGS keep by construction), or both"
+            f"parameters chosen on its {held['n_val']} validation images"
+            + (f", for each {held['select_per']} on the images of that {held['select_per']}" if held.get("select_per")
+               else "") + ". Rows: final weights, mean over seeds; "
+            "a shipped file also with `show.py --scale S` (*scale S*), `--self-ensemble` (the 8 rotations and "
+            "mirror images averaged) and `--keep-mean` (the result shifted to the input's mean colour, which L0 "
+            "and FGS keep by construction), or both"
             + (f", and `--post {held['post']}` (*then {held['post']}*: that classical smoother run on the "
                f"network's result; a pipeline of the network and a classical smoother, not the network alone)"
                if held.get("post") else "") + ". PSNR / SSIM paper / SSIM standard:")
@@ -829,10 +844,19 @@ def tables(plan: Plan, res: dict) -> str:
                 f"{cells[b]['psnr_paper']:.2f} / {cells[b]['ssim_paper']:.4f} / {cells[b]['ssim_standard']:.4f}"
                 if b in cells else "" for b in blends) + " |")
         add("")
-        if held.get("at_grid_edge"):
+        per = held.get("select_per")
+        if per:
+            add(f"Classical smoothers' settings, chosen for each {per} on the validation images of that {per} "
+                f"(`scripts/baselines.py --select-per {per}`): "
+                + "; ".join(f"{n.upper()} " + ", ".join(f"{v} {_setting(n, by[v])}" for v in sorted(
+                    by, key=lambda v: blends.index(v) if v in blends else len(blends)))
+                            for n, by in held["params"].items()) + ".")
+            add("")
+        edges = {n: ([f"{', '.join(k)} ({v})" for v, k in keys.items()] if per else [", ".join(keys)])
+                 for n, keys in (held.get("at_grid_edge") or {}).items()}
+        if edges:
             add("Chosen at the edge of its grid (`csgis.filters.PARAM_GRIDS`; a better setting may lie outside "
-                "it): " + "; ".join(f"{n.upper()} {', '.join(keys)}" for n, keys in held["at_grid_edge"].items())
-                + ".")
+                "it): " + "; ".join(f"{n.upper()} {', '.join(keys)}" for n, keys in edges.items()) + ".")
             add("")
         by_kind = held.get("by_kind") or {}
         if by_kind:

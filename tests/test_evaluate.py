@@ -36,16 +36,17 @@ def baselines_script(repo_root):
     return _load_script(repo_root, "baselines")
 
 
-def _make_dataset(root, splits=(("val", 2), ("test", 2)), size=32):
-    """Tiny manifest dataset: gt = two flat regions, input = gt + gray checker texture."""
+def _make_dataset(root, splits=(("val", 2), ("test", 2)), size=32, amplitude=lambda k: 20):
+    """Tiny manifest dataset: gt = two flat regions, input = gt + gray checker texture of
+    amplitude(k) gray levels for the k-th image."""
     rows = []
     y, x = np.mgrid[:size, :size]
-    texture = (20 * np.sign(np.sin(x * np.pi / 2 + 0.3) * np.sin(y * np.pi / 2 + 0.3)))[:, :, None]
+    checker = np.sign(np.sin(x * np.pi / 2 + 0.3) * np.sin(y * np.pi / 2 + 0.3))[:, :, None]
     k = 0
     for split, count in splits:
         for _ in range(count):
             gt = np.where((x < size // 2)[:, :, None], [60 + 5 * k, 90, 120], [180, 150 - 5 * k, 70])
-            textured = np.clip(gt + texture, 0, 255).astype(np.uint8)
+            textured = np.clip(gt + amplitude(k) * checker, 0, 255).astype(np.uint8)
             sid = f"s{k}"
             write_image(root / "gt" / f"{sid}.png", gt.astype(np.uint8))
             write_image(root / "input" / f"{sid}__t0.png", textured)
@@ -315,6 +316,42 @@ def test_baselines_select_on_val_and_score_test(tmp_path):
     assert report["methods"]["gf"]["psnr_paper"]["mean"] > report["methods"]["input"]["psnr_paper"]["mean"]
     assert report["methods"]["gf"]["n"] == report["n_test"] == 2 and report["n_val"] == 2
     assert gf["seconds_per_image"] > 0
+
+
+def test_baselines_select_per_a_sample_field_tunes_each_part_on_its_own_validation_images(tmp_path, capsys,
+                                                                                            baselines_script):
+    """--select-per blend: faint-texture images choose the filter that leaves them alone, strong-texture
+    ones the smoothing one; each test image is run with its own part's setting."""
+    from csgis.data.manifest import write_dataset_info
+    data = tmp_path / "data"
+    rows = _make_dataset(data, splits=(("val", 4), ("test", 4)), amplitude=lambda k: 20 if k % 2 else 1)
+    write_dataset_info(data, {"name": "t", "samples": {r["id"]: {"blend": "strong" if int(r["structure"][1:]) % 2
+                                                                  else "faint"} for r in rows}})
+    grids = {"gf": [{"radius": 2, "eps": 1e-6}, {"radius": 2, "eps": 0.04}]}
+    per = evaluation.run_baselines(data, "test", "val", ["gf"], "psnr_paper", grids=grids, progress=False,
+                                   select_per="blend")
+    gf = per["filters"]["gf"]
+    assert per["select_per"] == gf["select_per"] == "blend"
+    assert gf["params"]["faint"]["eps"] == 1e-6 and gf["params"]["strong"]["eps"] == 0.04
+    assert gf["at_grid_edge"] == {"faint": ["eps"], "strong": ["eps"]}
+    assert set(gf["trials"]) == {"faint", "strong"} and all(t["n"] == 2 for t in gf["trials"]["faint"])
+    pooled = evaluation.run_baselines(data, "test", "val", ["gf"], "psnr_paper", grids=grids, progress=False)
+    assert pooled["select_per"] is None and pooled["filters"]["gf"]["params"]["eps"] in (1e-6, 0.04)
+    # Each test image has the score of its part's setting, so the per-part choice is at least as good.
+    for value in ("faint", "strong"):
+        alone = evaluation.run_filter("gf", gf["params"][value], [
+            s for s in evaluation.load_split(data, "test") if (int(s.id[1]) % 2 == 1) == (value == "strong")],
+            progress=False)[0]
+        got = {r["name"]: r["psnr_paper"] for r in per["images"] if r["method"] == "gf"}
+        assert all(got[r["name"]] == pytest.approx(r["psnr_paper"]) for r in alone) and len(alone) == 2
+    assert per["methods"]["gf"]["psnr_paper"]["mean"] > pooled["methods"]["gf"]["psnr_paper"]["mean"]
+    # The CLI prints one line per part; a field no sample records is one error line naming dataset.json.
+    assert baselines_script.main(["--data", str(data), "--filters", "gf", "--quiet", "--select-per", "blend"]) == 0
+    out = capsys.readouterr().out
+    assert "gf blend faint: {" in out and "gf blend strong: {" in out
+    assert baselines_script.main(["--data", str(data), "--filters", "gf", "--quiet", "--select-per", "kind"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset.json" in err and "kind" in err
 
 
 def test_grid_edges_names_settings_at_the_smallest_or_largest_value_tried():

@@ -32,7 +32,7 @@ def tiny_plan(tmp_path: Path, demo_root: Path, filename: str = "report.yaml", **
         "grid": {"run": "full_2x", "filters": ["l0", "fgs"], "rows": 2},
         "regions": {"smoother": str(ROOT / "weights" / "demo_smoother.pth"), "per_structure": 1},
         "heldout": {"data": str(heldout_root), "size": "tiny", "scales": [2], "self_ensemble": True,
-                    "keep_mean": True, "post": "l0:lambda=0.05"},
+                    "keep_mean": True, "post": "l0:lambda=0.05", "select_per": "blend"},
         "rows": [{"name": "baseline", "title": "baseline", "config": str(config),
                   "overrides": ["loss.contrastive=0"]},
                  {"name": "full", "config": str(config)},
@@ -102,6 +102,12 @@ def test_report_trains_scores_and_writes(demo_root, tmp_path, capsys):
     assert held["input"]["gray"]["n"] == held["input"]["colour"]["n"] > 0
     assert held["input"]["all"]["n"] == held["input"]["gray"]["n"] + held["input"]["colour"]["n"]
     assert "## Held-out benchmark" in text
+    # The classical smoothers were tuned for each blend on that blend's validation images.
+    assert result["heldout"]["select_per"] == "blend"
+    assert all(set(by) == {"gray", "colour"} for by in result["heldout"]["params"].values())
+    assert "chosen for each blend on the validation images of that blend" in text
+    lam = {b: result["heldout"]["params"]["l0"][b]["lambda_"] for b in ("gray", "colour")}
+    assert f"L0 gray (lambda={lam['gray']:g}), colour (lambda={lam['colour']:g})" in text
     # by blend and kind of structure: the same images, split (every run of this report was scored here)
     kind = result["heldout"]["by_kind"]
     assert {"input", "L0", "full", "full_2x"} <= set(kind) and "### Held-out benchmark by kind of structure" in text
