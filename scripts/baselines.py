@@ -9,7 +9,8 @@ by --select (mean, higher is better) is run on --split; the table shows both met
 and the time per image, plus the textured input itself as the "input" row. --val-split '' skips
 the search and runs each filter with its defaults. --select-per FIELD chooses a setting for each
 value of a per-sample field of the dataset's dataset.json (on the held-out benchmark: `blend`, so
-the gray and the colour images each get the setting that suits them). Exit status 1 when a file could not be read
+the gray and the colour images each get the setting that suits them), and the means are also
+printed for each value. Exit status 1 when a file could not be read
 (reported with its path), 2 on bad arguments.
 """
 from __future__ import annotations
@@ -71,6 +72,10 @@ def main(argv=None) -> int:
                 print(f"warning: {name}{f' {per} {value}' if per else ''}: {', '.join(keys)} chosen at the edge "
                       f"of its grid (csgis.filters.PARAM_GRIDS); a better setting may lie outside it", file=sys.stderr)
     print(evaluation.format_table(report["methods"], title=f"{args.data} split '{args.split}'"))
+    if report["select_per"]:  # each part was run with its own setting: its means, too
+        groups = evaluation.selection_groups(args.data, report["select_per"],
+                                             evaluation.load_split(args.data, args.split, args.max_images))
+        print(evaluation.format_group_table(report["images"], groups, f"by {report['select_per']}:"))
     if report["problems"]:
         print(f"problems (skipped) ({len(report['problems'])}):", file=sys.stderr)
         for line in report["problems"]:

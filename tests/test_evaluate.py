@@ -349,6 +349,8 @@ def test_baselines_select_per_a_sample_field_tunes_each_part_on_its_own_validati
     assert baselines_script.main(["--data", str(data), "--filters", "gf", "--quiet", "--select-per", "blend"]) == 0
     out = capsys.readouterr().out
     assert "gf blend faint: {" in out and "gf blend strong: {" in out
+    table = out[out.index("by blend:"):]
+    assert "faint" in table and "strong" in table and table.count("gf ") == 2
     assert baselines_script.main(["--data", str(data), "--filters", "gf", "--quiet", "--select-per", "kind"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset.json" in err and "kind" in err
