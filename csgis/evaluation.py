@@ -455,12 +455,32 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
 
     tone: add tone_errors' keys to each model row and the pooled tone_summary to the method's
     summary (under "tone")."""
+    finishes = [{"label": label, "keep_mean": keep_mean, "post": post, "save_dir": save_dir}]
+    return evaluate_model_finishes(checkpoint, data_root, finishes, split, tile, device, max_images, progress,
+                                   scale, self_ensemble, clean, tone)[0]
+
+
+def evaluate_model_finishes(checkpoint: str | os.PathLike, data_root: str | os.PathLike, finishes: Sequence[dict],
+                            split: str = "test", tile: int | None = None, device: str = "cpu", max_images: int = 0,
+                            progress: bool = True, scale: float = 1.0, self_ensemble: bool = False,
+                            clean: bool = False, tone: bool = False) -> list[dict]:
+    """evaluate_model for several finishes of one network pass: each finish {label, keep_mean, post,
+    save_dir} is applied to the same network result of every image (csgis.inference.finish, as
+    smooth_image applies it), so the network (and its 8 views with self_ensemble) runs once per
+    image however many finishes there are -> one evaluate_model report per finish. A finish's
+    time per image is the network's plus its own. At scale 1 only (a finish at another scale runs
+    inside csgis.regions.smooth_strength)."""
     import torch
     from tqdm import tqdm
 
     from csgis.checkpoint import load_smoother
-    from csgis.inference import smooth_image
+    from csgis.inference import check_post, finish, smooth_image
 
+    if scale != 1 and len(finishes) > 1:
+        raise ValueError("several finishes of one network pass need scale 1")
+    for f in finishes:
+        if f.get("post") is not None:
+            check_post(f["post"])
     samples = load_split(data_root, split, max_images)
     if not samples:
         raise ValueError(f"{Path(data_root) / 'manifest.csv'}: no rows in split '{split}'")
@@ -468,8 +488,11 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         unique = {s.gt: Sample(s.gt.stem, s.gt, s.gt) for s in samples}
         samples = list(unique.values())
     model = load_smoother(checkpoint, map_location="cpu")
-    rows, problems, seconds = [], [], []
-    for sample in tqdm(samples, desc=label, unit="img", dynamic_ncols=True, disable=not progress, file=sys.stderr):
+    rows: list[list[dict]] = [[] for _ in finishes]
+    seconds: list[list[float]] = [[] for _ in finishes]
+    problems: list[str] = []
+    desc = " | ".join(f["label"] for f in finishes)
+    for sample in tqdm(samples, desc=desc, unit="img", dynamic_ncols=True, disable=not progress, file=sys.stderr):
         try:
             textured, gt = _read_pair(sample.input, sample.gt)
         except (ImageReadError, ValueError) as e:
@@ -478,48 +501,57 @@ def evaluate_model(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         start = time.perf_counter()
         with torch.inference_mode():
             if scale == 1:
-                prediction = smooth_image(model, textured, tile=tile, device=device,
-                                          self_ensemble=self_ensemble, keep_mean=keep_mean,
-                                          post=post)["prediction"]
+                network = smooth_image(model, textured, tile=tile, device=device,
+                                       self_ensemble=self_ensemble)["prediction"]
             else:
                 from csgis.regions import smooth_strength
-                prediction = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device,
-                                             self_ensemble=self_ensemble, keep_mean=keep_mean, post=post)
-        seconds.append(time.perf_counter() - start)
-        pred_path = ""
-        if save_dir is not None:
-            pred_path = str(Path(save_dir) / f"{sample.id}.png")
-            write_image(pred_path, prediction)
-        try:
-            row = dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)), method=label)
-            if tone:
-                row.update(tone_errors(prediction, gt))
-            rows.append(row)
-        except ValueError as e:  # e.g. an image smaller than the SSIM window
-            problems.append(f"{sample.input}: {e}")
+                only = finishes[0]
+                network = smooth_strength(model, textured, 1.0, scale, tile=tile, device=device,
+                                          self_ensemble=self_ensemble, keep_mean=only.get("keep_mean", False),
+                                          post=only.get("post"))
+        network_seconds = time.perf_counter() - start
+        for i, f in enumerate(finishes):
+            start = time.perf_counter()
+            prediction = network if scale != 1 else finish(network, textured, f.get("post"), f.get("keep_mean", False))
+            seconds[i].append(network_seconds + time.perf_counter() - start)
+            pred_path = ""
+            if f.get("save_dir") is not None:
+                pred_path = str(Path(f["save_dir"]) / f"{sample.id}.png")
+                write_image(pred_path, prediction)
+            try:
+                row = dict(_metric_row(sample.id, prediction, gt, pred=pred_path, gt=str(sample.gt)), method=f["label"])
+                if tone:
+                    row.update(tone_errors(prediction, gt))
+                rows[i].append(row)
+            except ValueError as e:  # e.g. an image smaller than the SSIM window
+                if f"{sample.input}: {e}" not in problems:
+                    problems.append(f"{sample.input}: {e}")
     input_rows, input_problems = ([], []) if clean else score_inputs(samples, 1, progress=False)
     problems += [p for p in input_problems if p not in problems]
-    methods = {} if clean else {INPUT_ROW: summarize(input_rows)}
-    methods[label] = summarize(rows, float(np.mean(seconds)) if seconds else None)
-    if tone and rows:
-        methods[label]["tone"] = tone_summary(rows)
-    return {
-        "conventions": CONVENTIONS,
-        "checkpoint": str(checkpoint),
-        "data": str(data_root),
-        "split": split,
-        "tile": tile,
-        "scale": scale,
-        "self_ensemble": self_ensemble,
-        "keep_mean": keep_mean,
-        "post": post,
-        "clean": clean,
-        "tone": tone,
-        "device": str(device),
-        "methods": methods,
-        "problems": problems,
-        "images": input_rows + rows,
-    }
+    reports = []
+    for f, f_rows, f_seconds in zip(finishes, rows, seconds):
+        methods = {} if clean else {INPUT_ROW: summarize(input_rows)}
+        methods[f["label"]] = summarize(f_rows, float(np.mean(f_seconds)) if f_seconds else None)
+        if tone and f_rows:
+            methods[f["label"]]["tone"] = tone_summary(f_rows)
+        reports.append({
+            "conventions": CONVENTIONS,
+            "checkpoint": str(checkpoint),
+            "data": str(data_root),
+            "split": split,
+            "tile": tile,
+            "scale": scale,
+            "self_ensemble": self_ensemble,
+            "keep_mean": f.get("keep_mean", False),
+            "post": f.get("post"),
+            "clean": clean,
+            "tone": tone,
+            "device": str(device),
+            "methods": methods,
+            "problems": list(problems),
+            "images": input_rows + f_rows,
+        })
+    return reports
 
 
 # --------------------------------------------------------------------------- networks on loaders

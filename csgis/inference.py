@@ -269,10 +269,7 @@ def smooth_image(model: nn.Module, rgb: np.ndarray, tile: int | None = None, dev
             check_post(post)  # before the network runs
         out = smooth_image(model, rgb, tile, device, amp, channels_last, batch, outputs, progress, self_ensemble)
         if "prediction" in out:
-            if post is not None:
-                out["prediction"] = post_filter(out["prediction"], post)
-            if keep_mean:
-                out["prediction"] = match_mean(out["prediction"], rgb)
+            out["prediction"] = finish(out["prediction"], rgb, post, keep_mean)
         return out
     h, w, _ = rgb.shape
     if self_ensemble:
@@ -346,6 +343,16 @@ def check_post(spec: str) -> None:
         check_spec(spec)
     except ValueError as e:
         raise ValueError(f"--post: {e}") from None
+
+
+def finish(prediction: np.ndarray, rgb: np.ndarray, post: str | None = None, keep_mean: bool = False) -> np.ndarray:
+    """What smooth_image does to the network's (H, W, 3) uint8 prediction of input `rgb` after the
+    network: `post_filter` with the spec `post`, then `match_mean` to the input with keep_mean."""
+    if post is not None:
+        prediction = post_filter(prediction, post)
+    if keep_mean:
+        prediction = match_mean(prediction, rgb)
+    return prediction
 
 
 def post_filter(result: np.ndarray, spec: str) -> np.ndarray:

@@ -245,12 +245,10 @@ def data_identity(data: str) -> dict:
     return json.loads(json.dumps({k: info.get(k) for k in ("name", "builder", "seed", "config")}))
 
 
-def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
-                  scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False,
-                  post: str | None = None) -> dict:
-    """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
-    self-ensemble; a classical smoother run on the result; shifted to the input's mean colour), cached
-    in `cache` while the weights are older than it; pred_dir: also keep the predictions there."""
+def _cached_scores(cache: Path, weights: Path, data: str, label: str, pred_dir: Path | None = None,
+                   scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False,
+                   post: str | None = None) -> dict | None:
+    """score_weights' cache when it holds these scores and is newer than the weights, else None."""
     if cache.is_file() and cache.stat().st_mtime >= weights.stat().st_mtime:
         cached = _read_json(cache)
         if "images" in cached and cached.get("data") == str(data) and cached.get("dataset") == data_identity(data) \
@@ -259,11 +257,47 @@ def score_weights(weights: Path, data: str, split: str, cache: Path, label: str,
                 and cached.get("post") == post \
                 and label in cached.get("methods", {}) and (pred_dir is None or pred_dir.is_dir()):
             return cached
+    return None
+
+
+def score_weights(weights: Path, data: str, split: str, cache: Path, label: str, pred_dir: Path | None = None,
+                  scale: float = 1.0, self_ensemble: bool = False, keep_mean: bool = False,
+                  post: str | None = None) -> dict:
+    """Scores of a smoother file on a split (per image too; at `scale` x the resolution; with the x8
+    self-ensemble; a classical smoother run on the result; shifted to the input's mean colour), cached
+    in `cache` while the weights are older than it; pred_dir: also keep the predictions there."""
+    cached = _cached_scores(cache, weights, data, label, pred_dir, scale, self_ensemble, keep_mean, post)
+    if cached is not None:
+        return cached
     report = evaluation.evaluate_model(weights, data, split, save_dir=pred_dir, label=label, progress=False,
                                        scale=scale, self_ensemble=self_ensemble, keep_mean=keep_mean, post=post)
     report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
     _write_json(cache, report)
     return report
+
+
+def score_weights_variants(weights: Path, data: str, split: str, variants: list[tuple[Path, str, dict]]) -> list[dict]:
+    """score_weights for each (cache, label, options) of one file, options as score_weights takes them
+    (scale, self_ensemble, keep_mean, post): the variants that differ only in keep_mean and post share
+    one network pass per image (evaluation.evaluate_model_finishes; the x8 self-ensemble is most of
+    the report's time), with the same scores as one score_weights each."""
+    results: list[dict | None] = [_cached_scores(cache, weights, data, label, **options) for cache, label, options in variants]
+    passes: dict[tuple, list[int]] = {}
+    for i, (_, _, options) in enumerate(variants):
+        if results[i] is None:
+            scale = options.get("scale", 1.0)
+            key = (scale, options.get("self_ensemble", False)) + ((i,) if scale != 1 else ())
+            passes.setdefault(key, []).append(i)
+    for (scale, self_ensemble, *_), members in passes.items():
+        finishes = [{"label": variants[i][1], "keep_mean": variants[i][2].get("keep_mean", False),
+                     "post": variants[i][2].get("post")} for i in members]
+        reports = evaluation.evaluate_model_finishes(weights, data, finishes, split, progress=False, scale=scale,
+                                                     self_ensemble=self_ensemble)
+        for i, report in zip(members, reports):
+            report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
+            _write_json(variants[i][0], report)
+            results[i] = report
+    return results
 
 
 def score_run(run_dir: Path, data: str, which: str = "latest", split: str = "test", save: bool = False,
@@ -560,10 +594,11 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
                              {"self_ensemble": True, "post": post, "keep_mean": True}))
     shipped = [(args.shipped, "shipped", "shipped")] if args.shipped and (ROOT / args.shipped).is_file() else []
     for weights, label, stem in shipped + [(f, f, f"also_{Path(f).stem}") for f in plan.also_shipped]:
-        for name_suffix, file_suffix, options in variants:
+        scores = score_weights_variants(ROOT / weights, data, "test", [
+            (ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", label + name_suffix, options)
+            for name_suffix, file_suffix, options in variants])
+        for (name_suffix, _, options), scored in zip(variants, scores):
             name = label + name_suffix
-            scored = score_weights(ROOT / weights, data, "test",
-                                   ROOT / plan.experiments / f"heldout_{stem}{file_suffix}.json", name, **options)
             table[name] = evaluation.group_means(scored["images"], name, blends)
             if not options or options in ({"keep_mean": True}, {"post": post, "keep_mean": True}):
                 by_kind[name] = evaluation.group_means(scored["images"], name, kinds)

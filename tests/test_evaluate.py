@@ -392,6 +392,37 @@ def test_baselines_cli_writes_json_for_each_filter(tmp_path, baselines_script, c
     assert set(FILTERS) >= {"l0", "rtv", "rgf", "gf", "bf", "btf", "fgs"}
 
 
+def test_finishes_of_one_network_pass_score_as_separate_evaluations(tmp_path):
+    """evaluate_model_finishes (the report's shipped-file variants): keep_mean and post applied to one
+    network pass give, image by image, the scores and predictions of one evaluate_model each."""
+    import torch
+
+    from csgis.checkpoint import save_checkpoint
+    from csgis.models.smoother import Smoother
+
+    data = tmp_path / "data"
+    _make_dataset(data, splits=(("test", 3),), size=24)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pth", Smoother(width=4, descriptor_blocks=1, coarse_blocks=1, refine_blocks=1))
+    finishes = [{"label": "plain"}, {"label": "mean", "keep_mean": True},
+                {"label": "post", "post": "l0:lambda=0.05", "keep_mean": True, "save_dir": tmp_path / "post"}]
+    together = evaluation.evaluate_model_finishes(tmp_path / "tiny.pth", data, finishes, progress=False,
+                                                  self_ensemble=True)
+    for finish, report in zip(finishes, together):
+        alone = evaluation.evaluate_model(tmp_path / "tiny.pth", data, label=finish["label"], progress=False,
+                                          self_ensemble=True, keep_mean=finish.get("keep_mean", False),
+                                          post=finish.get("post"), save_dir=tmp_path / "alone" / finish["label"])
+        keys = ("name", "method", *evaluation.METRIC_KEYS)
+        assert [{k: r[k] for k in keys} for r in report["images"]] == [{k: r[k] for k in keys} for r in alone["images"]]
+        assert (report["keep_mean"], report["post"]) == (alone["keep_mean"], alone["post"])
+    assert together[0]["methods"]["plain"]["psnr_paper"] != together[2]["methods"]["post"]["psnr_paper"]
+    for path in sorted((tmp_path / "post").glob("*.png")):
+        assert np.array_equal(read_image(path), read_image(tmp_path / "alone" / "post" / path.name))
+    assert len(list((tmp_path / "post").glob("*.png"))) == 3
+    with pytest.raises(ValueError, match="scale 1"):
+        evaluation.evaluate_model_finishes(tmp_path / "tiny.pth", data, finishes[:2], scale=2.0, progress=False)
+
+
 def test_evaluate_post_scores_the_post_filtered_result_and_refuses_a_bad_spec(tmp_path, evaluate_script, capsys):
     """--post SPEC: the saved and scored prediction is smooth_image(..., post=SPEC, keep_mean=...); the
     JSON records the spec; a bad spec or --post in --pred mode is one usage line, before any scoring."""
