@@ -163,7 +163,7 @@ def test_rng_state_round_trip():
 def _loader_breaks_at_batch(monkeypatch, batch: int, signum: int | None) -> None:
     """The training loader raises EOFError at its `batch`-th batch, after `signum` reached the process:
     what a SIGTERM to the whole process group looks like when a worker leaves while the main
-    process is receiving its batch's shared memory (the CI failure of stop 30, seen once in tens of runs)."""
+    process is receiving its batch's shared memory (a race; the CI failure of stop 30)."""
     from torch.utils.data import dataloader
     original = dataloader._SingleProcessDataLoaderIter._next_data
     calls = {"n": 0}
