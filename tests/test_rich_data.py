@@ -127,6 +127,32 @@ def test_online_blending_with_scale_colour_and_contrast(rich, tmp_path):
     assert torch.equal(seeded.load(1)["input"], seeded.load(1)["input"])
 
 
+
+def test_gray_ground_truths_get_the_texture_their_blend_gives(rich, tmp_path):
+    rows = [r for r in read_manifest(rich, "train")]
+    for path in (rich / "textures").glob("*_c*.png"):  # colour textures only
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    kwargs = dict(root=rich, amplitude=(1.0, 1.0), colour=1.0, texture_std=25.0, scale=(0.5, 3.0))
+    always = OnlineBlendDataset(rows, tmp_path, gray_gt=1.0, **kwargs)
+    never = OnlineBlendDataset(rows, tmp_path, **kwargs)
+    torch.manual_seed(0)
+    s = always.load(0)
+    colour_gt = torch.from_numpy(read_image(rich / rows[0]["gt"])).permute(2, 0, 1).float() / 255
+    luma = (0.299 * colour_gt[0] + 0.587 * colour_gt[1] + 0.114 * colour_gt[2])
+    for key in ("gt", "over_smoothed"):
+        assert torch.equal(s[key][0], s[key][1]) and torch.equal(s[key][0], s[key][2])  # gray
+    assert (s["gt"][0] - luma).abs().max() <= 0.5 / 255 + 1e-6  # the GT's own luma, rounded
+    diff = (s["input"] - s["gt"]) * 255
+    assert (diff[0] - diff[1]).abs().mean() > 2  # the texture keeps its colours on a gray picture
+    torch.manual_seed(0)
+    n = never.load(0)
+    assert torch.equal(n["gt"], colour_gt) and not torch.equal(n["gt"][0], n["gt"][1])
+    # with the probability at 0 nothing extra is drawn: the same seed gives the same input as before
+    torch.manual_seed(0)
+    assert torch.equal(OnlineBlendDataset(rows, tmp_path, gray_gt=0.0, **kwargs).load(0)["input"], n["input"])
+    with pytest.raises(ConfigError, match="blend_gray_gt"):
+        from_dict({"data": {"blend_gray_gt": 1.5}})
+
 def test_the_layer_has_the_asked_contrast_at_every_scale():
     gt = np.full((120, 160, 3), 128, np.uint8)
     pattern = textures.make_texture("cells", np.random.default_rng(0), 64, colour=True)

@@ -326,6 +326,12 @@ class ReleasedLayoutDataset(Dataset):
 
 # --- online blending -------------------------------------------------------------------------
 
+def _gray_copy(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same picture in gray: its rounded luma in all three channels."""
+    luma = np.clip(np.rint(blend.texture_to_gray(rgb)), 0, 255).astype(np.uint8)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
 class OnlineBlendDataset(Dataset):
     """Textured inputs made on the fly: each item tiles a random texture at a random offset and
     amplitude over its GT; edge from blend.edge_label.
@@ -334,6 +340,9 @@ class OnlineBlendDataset(Dataset):
     texture's own contrast times the amplitude). texture_std > 0: blend.blend_layer with a scale
     drawn from `scale`, the colour blend with probability `colour` (else gray), the layer brought
     to texture_std gray levels times the amplitude.
+    `gray_gt`: probability that the GT and its over-smoothed image are replaced by their luma
+    (blend.texture_to_gray, rounded, in all three channels) before the texture is laid on, so that
+    gray pictures, with gray or coloured texture, are seen too; 0 draws nothing extra.
 
     `samples`: GT image paths, or manifest rows (dicts with gt, seg, over, id; paths relative to
     `root`). The over-smoothed image comes from the row's `over` path; without one it is computed
@@ -345,12 +354,12 @@ class OnlineBlendDataset(Dataset):
     def __init__(self, samples, textures: str | os.PathLike, root: str | os.PathLike | None = None,
                  transform=None, amplitude=(0.75, 1.25), color=None,
                  over_smoother: str = blend.OVER_SMOOTHER, seed: int | None = None,
-                 scale=(1.0, 1.0), colour: float = 0.0, texture_std: float = 0.0):
+                 scale=(1.0, 1.0), colour: float = 0.0, texture_std: float = 0.0, gray_gt: float = 0.0):
         self.root = Path(root) if root is not None else None
         self.transform = transform
         self.amplitude = (float(amplitude[0]), float(amplitude[1]))
         self.scale = (float(scale[0]), float(scale[1]))
-        self.colour, self.texture_std = float(colour), float(texture_std)
+        self.colour, self.texture_std, self.gray_gt = float(colour), float(texture_std), float(gray_gt)
         if self.texture_std <= 0 and (self.scale != (1.0, 1.0) or self.colour > 0):
             raise DatasetError("data.blend_scale other than [1, 1] and data.blend_colour > 0 need "
                                "data.blend_texture_std > 0 (the layer's contrast)")
@@ -427,6 +436,9 @@ class OnlineBlendDataset(Dataset):
             return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 
         amplitude = uniform(*self.amplitude)
+        over = self._over(index, gt)
+        if self.gray_gt > 0 and uniform(0.0, 1.0) < self.gray_gt:
+            gt, over = _gray_copy(gt), _gray_copy(over)
         if self.texture_std > 0:
             # scale drawn log-uniformly: as many halvings as doublings
             scale = float(np.exp(uniform(np.log(self.scale[0]), np.log(self.scale[1]))))
@@ -435,7 +447,7 @@ class OnlineBlendDataset(Dataset):
         else:
             input_rgb = blend.blend_texture(gt, texture, offset=offset, amplitude=amplitude, color=self.color)
         edge = blend.edge_label(gt)
-        return make_sample(input_rgb, gt, edge, seg, self._over(index, gt), row["id"])
+        return make_sample(input_rgb, gt, edge, seg, over, row["id"])
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
@@ -502,7 +514,8 @@ def build_dataset(data_cfg, split: str, train: bool) -> Dataset:
         dataset = OnlineBlendDataset(rows, data_cfg.textures, root=data_cfg.root, transform=transform,
                                      seed=None if train else 0, amplitude=data_cfg.blend_amplitude,
                                      scale=data_cfg.blend_scale, colour=data_cfg.blend_colour,
-                                     texture_std=data_cfg.blend_texture_std)
+                                     texture_std=data_cfg.blend_texture_std,
+                                     gray_gt=data_cfg.blend_gray_gt if train else 0.0)
     else:
         raise DatasetError(f"unknown data.format '{fmt}' (manifest | released | online)")
     if train and data_cfg.repeat > 1:
