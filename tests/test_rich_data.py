@@ -127,7 +127,6 @@ def test_online_blending_with_scale_colour_and_contrast(rich, tmp_path):
     assert torch.equal(seeded.load(1)["input"], seeded.load(1)["input"])
 
 
-
 def test_gray_ground_truths_get_the_texture_their_blend_gives(rich, tmp_path):
     rows = [r for r in read_manifest(rich, "train")]
     for path in (rich / "textures").glob("*_c*.png"):  # colour textures only
@@ -152,6 +151,7 @@ def test_gray_ground_truths_get_the_texture_their_blend_gives(rich, tmp_path):
     assert torch.equal(OnlineBlendDataset(rows, tmp_path, gray_gt=0.0, **kwargs).load(0)["input"], n["input"])
     with pytest.raises(ConfigError, match="blend_gray_gt"):
         from_dict({"data": {"blend_gray_gt": 1.5}})
+
 
 def test_the_layer_has_the_asked_contrast_at_every_scale():
     gt = np.full((120, 160, 3), 128, np.uint8)
