@@ -21,7 +21,9 @@ is never mixed in: it is reported missing until --retrain-stale retrains it (tra
 moves the old folder to <run>_archived_<time>). Runs live outside the repository and are lost with
 the machine; --carry-over keeps the rows of runs that have no folder here with the numbers of the
 committed results.json, each checked against the training settings it recorded (the report says
-which runs it carried).
+which runs it carried), and reads the classical smoothers' scores from the baselines/ folder beside
+that file (every report writes them there) when they were made on the same images (their bytes),
+grids, code and package versions: on a new machine that saves the hour their grids take.
 Exit status: 0 when the report holds every planned run; 1 when it was written without some
 (failed, unfinished or stale: listed in it); 2 on bad arguments or a bad report definition.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import filecmp
+import hashlib
 import json
 import math
 import os
@@ -325,21 +328,62 @@ def _setting(name: str, params: dict) -> str:
                            for k, v in params.items() if k in varied) + ")"
 
 
+# What the classical smoothers' scores depend on besides the images and the grids: a cache made with
+# another version of one of these files, or of one of these packages, is computed again.
+BASELINE_SOURCES = ("csgis/filters.py", "csgis/metrics.py", "csgis/evaluation.py", "csgis/io.py")
+BASELINE_PACKAGES = ("cv2", "skimage", "numpy", "scipy")
+BASELINE_CACHES = ("baselines.json", "baselines_heldout.json")  # <out>/baselines/: kept for --carry-over
+
+
+def _files_digest(paths) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode() + b"\0")
+        digest.update(Path(path).read_bytes() if Path(path).is_file() else b"missing")
+    return digest.hexdigest()
+
+
+def baseline_key(data: str, filters: list[str], select_per: str | None, splits: tuple[str, ...]) -> dict:
+    """Everything the classical smoothers' scores on `data` depend on: the build (data_identity), the
+    bytes of every input and GT of `splits`, the grids, the per-value selection, the code
+    (BASELINE_SOURCES) and the packages' versions. A cache is used only under an equal key."""
+    import importlib
+
+    try:
+        rows = [r for split in splits for r in read_manifest(data, split)]
+    except (OSError, ValueError):
+        rows = []
+    images = [Path(data) / r[col] for r in rows for col in ("input", "gt")]
+    return json.loads(json.dumps({
+        "filters": sorted(filters), "data": str(data), "dataset": data_identity(data), "grids": _grids(filters),
+        "select_per": select_per, "splits": list(splits), "images": len(rows),
+        "images_sha256": _files_digest([*images, Path(data) / "dataset.json"]),
+        "code_sha256": _files_digest(ROOT / f for f in BASELINE_SOURCES),
+        "packages": {name: getattr(importlib.import_module(name), "__version__", "?") for name in BASELINE_PACKAGES}}))
+
+
 def baselines(plan: Plan, data: str, filters: list[str], workers: int, name: str = "baselines.json",
-              select_per: str | None = None) -> dict:
+              select_per: str | None = None, committed: Path | None = None) -> dict:
     """The classical smoothers on `data`'s test split, parameters chosen on its validation split (for
-    each value of the sample field `select_per` when given; cached)."""
+    each value of the sample field `select_per` when given), cached in <experiments>/<name>.
+    `committed`: a folder of such caches kept with an earlier report (--carry-over), read when the
+    experiments folder has none under the same baseline_key; the report then says it carried them."""
+    key = baseline_key(data, filters, select_per, ("test", plan.select_on) if plan.select_on else ("test",))
     cache = ROOT / plan.experiments / name
-    if cache.is_file():
-        cached = _read_json(cache)
-        if sorted(cached["filters"]) == sorted(filters) and cached["data"] == data and "images" in cached \
-                and cached.get("dataset") == data_identity(data) and cached.get("grids") == _grids(filters) \
-                and cached.get("select_per") == select_per:
-            return cached
+    for path in [cache] + ([committed / name] if committed else []):
+        if path.is_file():
+            cached = _read_json(path)
+            if cached.get("key") == key and "images" in cached:
+                if path != cache:
+                    print(f"classical smoothers on {data}: carried over from {path} (same images, grids, code and "
+                          f"package versions)", flush=True)
+                    cached["carried_from"] = str(path)
+                    _write_json(cache, cached)  # the experiments folder holds what this report used
+                return cached
     report = evaluation.run_baselines(data, "test", plan.select_on, filters=filters, workers=workers, progress=True,
                                       select_per=select_per)
     report["images"], report["dataset"] = _slim(report["images"]), data_identity(data)
-    report["grids"] = _grids(filters)
+    report["grids"], report["key"] = _grids(filters), key
     _write_json(cache, report)
     return report
 
@@ -549,7 +593,8 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
     # The same images by blend and kind of structure (cartoon, photo-derived), for the rows scored here.
     kinds = evaluation.sample_groups(info, samples, ["blend", "kind"]) if samples else {}
     print("held-out benchmark: classical smoothers (cached in baselines_heldout.json) and every run", flush=True)
-    base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json", plan.heldout.get("select_per"))
+    base = baselines(plan, data, args.filters, args.workers, "baselines_heldout.json", plan.heldout.get("select_per"),
+                     committed_baselines(args))
     table = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, blends)}
     by_kind = {"input": evaluation.group_means(base["images"], evaluation.INPUT_ROW, kinds)}
     for name in base["filters"]:
@@ -606,7 +651,7 @@ def heldout_evaluation(plan: Plan, args, records: dict[str, dict], carried: dict
             "at_grid_edge": {n: f["at_grid_edge"] for n, f in base["filters"].items() if f.get("at_grid_edge")},
             "select_per": base.get("select_per"), "n_val": base["n_val"], "table": table, "runs": per_run,
             "by_kind": by_kind if kinds else {}, "gt_smoother": (info.get("config") or {}).get("gt_smoother"),
-            "post": post}
+            "post": post, "carried_from": base.get("carried_from")}
 
 
 def region_evaluation(plan: Plan, data: str) -> dict:
@@ -627,6 +672,12 @@ def region_evaluation(plan: Plan, data: str) -> dict:
     results["smoothing"]["checkpoint"] = spec["smoother"]
     _write_json(cache, {"key": key, "results": results})
     return results
+
+
+def committed_baselines(args) -> Path | None:
+    """Where --carry-over finds the classical smoothers' caches of the earlier report: baselines/ beside
+    its results.json (written there by every report, BASELINE_CACHES)."""
+    return Path(args.carry_over).parent / "baselines" if args.carry_over else None
 
 
 def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[str, dict] | None = None) -> dict:
@@ -651,7 +702,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[
         records[run.name] = run_record(run, args.data)
     if not records and not carried:
         raise ReportError("no finished run to report")
-    base = baselines(plan, args.data, args.filters, args.workers)
+    base = baselines(plan, args.data, args.filters, args.workers, committed=committed_baselines(args))
     info = read_dataset_info(args.data) or {}
     test_only = {k for k, v in info.get("textures", {}).items() if v == "test-only"}
     seed = plan.seeds[0]
@@ -717,6 +768,7 @@ def collect(plan: Plan, args, runs: list[Run], failed: list[str], carried: dict[
                  if run.name in records or run.name in carried},
         "carried_over": {"file": str(args.carry_over), "runs": list(carried)} if carried else {},
         "baselines": {"input": base["methods"]["input"], "select_on": base["val_split"], "n_val": base["n_val"],
+                      "carried_from": base.get("carried_from"),
                       "select_metric": base["select_metric"],
                       "filters": {n: {"params": f["params"], "at_grid_edge": f.get("at_grid_edge", []),
                                       **f["metrics"], "seconds_per_image": f["seconds_per_image"]}
@@ -953,6 +1005,13 @@ def tables(plan: Plan, res: dict) -> str:
             f"file holds them): {', '.join(carried['runs'])}."
             + (f" The file predates recorded training settings for {', '.join(unchecked)}: those were matched by "
                f"their row's definition (config file, overrides, step scale) only." if unchecked else ""))
+    from_files = [f"`{src}`" for src in ((res.get("baselines") or {}).get("carried_from"),
+                                         (res.get("heldout") or {}).get("carried_from")) if src]
+    if from_files:
+        add("")
+        add(f"Classical smoothers carried over from {' and '.join(from_files)}: scored by an earlier report on "
+            f"the same images (their bytes), with the same grids, code and package versions; their seconds per "
+            f"image are that machine's.")
     if res["failed"]:
         add("")
         add(f"Missing (failed, unfinished, or trained with another config than its row gives now): "
@@ -1036,6 +1095,17 @@ def write_report(path: Path, generated: str) -> None:
         if NOTES_MARKER in old:
             notes = old.split(NOTES_MARKER, 1)[1]
     write_text(path, generated.rstrip("\n") + "\n\n" + NOTES_MARKER + notes)
+
+
+def keep_baselines(plan: Plan, out: Path) -> None:
+    """Copies of the classical smoothers' caches this report used, in <out>/baselines/, where a later
+    --carry-over reads them (a machine without the experiments folder then skips their hour)."""
+    for name in BASELINE_CACHES[:2 if plan.heldout else 1]:
+        cache = ROOT / plan.experiments / name
+        if cache.is_file():
+            report = _read_json(cache)
+            report.pop("carried_from", None)
+            _write_json(out / "baselines" / name, report)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -1133,6 +1203,7 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     _write_json(out / "results.json", res)
+    keep_baselines(plan, out)
     write_report(out / "RESULTS.md", tables(plan, res))
     print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}" + (f", {out / res['grid']['file']}" if res["grid"] else ""))
     for name, v in res["verdicts"].items():

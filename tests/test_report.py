@@ -196,7 +196,7 @@ def test_a_row_is_one_entry_and_bad_definitions_are_one_line(demo_root, tmp_path
     assert "has no row(s) ['fool']" in capsys.readouterr().err
 
 
-def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(demo_root, tmp_path, capsys):
+def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(demo_root, tmp_path, capsys, monkeypatch):
     """--carry-over: a run whose folder is not on this machine keeps its row, with the numbers the
     earlier results.json holds, while its training settings match its row; otherwise it is missing."""
     plan = tiny_plan(tmp_path, demo_root, seeds=[0], verdicts=["full"], training_length=[], train_split=["full"],
@@ -213,10 +213,26 @@ def test_carry_over_reports_runs_trained_elsewhere_with_their_recorded_numbers(d
     assert missing["failed"] == ["full_s0"] and "full" not in missing["rows"] and "full" not in missing["heldout"]["table"]
     (out / "results.json").write_text(json.dumps(first))
 
+    # A new machine has no experiments folder: the classical smoothers' scores come from the copies the
+    # report kept beside results.json, not from another hour of grids.
+    assert sorted(p.name for p in (out / "baselines").iterdir()) == ["baselines.json", "baselines_heldout.json"]
+    for name in ("baselines.json", "baselines_heldout.json"):
+        (exp / name).unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the classical smoothers ran again")
+    monkeypatch.setattr(make_report.evaluation, "run_baselines", refuse)
     capsys.readouterr()
     assert make_report.main(argv + ["--no-train", "--carry-over"]) == 0
-    assert "carried over from" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "carried over from" in printed and f"carried over from {out / 'baselines' / 'baselines_heldout.json'}" in printed
     carried = json.loads((out / "results.json").read_text())
+    assert carried["baselines"].pop("carried_from") == str(out / "baselines" / "baselines.json")
+    assert carried["heldout"].pop("carried_from") == str(out / "baselines" / "baselines_heldout.json")
+    first_base, first_heldout = dict(first["baselines"]), dict(first["heldout"])
+    assert first_base.pop("carried_from") is None and first_heldout.pop("carried_from") is None
+    assert carried["baselines"] == first_base and carried["heldout"] == {**first_heldout, "by_kind": carried["heldout"]["by_kind"]}
+    assert "Classical smoothers carried over from" in (out / "RESULTS.md").read_text()
     assert carried["failed"] == [] and carried["carried_over"]["runs"] == ["full_s0"]
     for key in ("rows", "verdicts"):
         assert carried[key] == first[key], key
@@ -339,3 +355,45 @@ def test_scores_cached_on_another_build_of_the_data_are_not_used(tmp_path, monke
     monkeypatch.setitem(PARAM_GRIDS, "l0", [{"lambda_": 0.5}, {"lambda_": 0.9}])
     make_report.baselines(plan, str(data), ["l0"], workers=1)
     assert len(calls) == 5
+
+
+def test_kept_classical_scores_are_used_only_for_the_same_images_code_and_packages(tmp_path, monkeypatch):
+    """--carry-over's copies of the classical smoothers' cache (<out>/baselines/) are read only under an
+    equal baseline_key: a changed byte of a validation GT, of the filters' code or another package
+    version means they are computed again."""
+    from types import SimpleNamespace
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_text("id,split,input,gt,edge,seg,over\n"
+                                       "a,test,a_in.png,a_gt.png,,,\nb,val,b_in.png,b_gt.png,,,\n")
+    for name in ("a_in", "a_gt", "b_in", "b_gt"):
+        (data / f"{name}.png").write_bytes(name.encode())
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(args[0])
+        return {"images": [], "methods": {}, "filters": {}}
+    monkeypatch.setattr(make_report.evaluation, "run_baselines", fake)
+    source = tmp_path / "filters_source.py"
+    source.write_text("v = 1\n")
+    monkeypatch.setattr(make_report, "BASELINE_SOURCES", ("csgis/filters.py", str(source)))
+    plan = SimpleNamespace(experiments=str(tmp_path / "exp"), select_on="val")
+    kept = tmp_path / "docs" / "baselines"
+
+    def new_machine():
+        """The experiments folder gone, the report's kept copy there."""
+        kept.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "exp" / "baselines.json").replace(kept / "baselines.json")
+
+    def run():
+        return make_report.baselines(plan, str(data), ["l0"], workers=1, committed=kept)
+    run()
+    new_machine()
+    assert run()["carried_from"] == str(kept / "baselines.json") and len(calls) == 1
+    assert run()["carried_from"] == str(kept / "baselines.json") and len(calls) == 1  # now in exp, still said
+    for change in (lambda: (data / "b_gt.png").write_bytes(b"other"), lambda: source.write_text("v = 2\n"),
+                   lambda: monkeypatch.setattr(np, "__version__", "0.0")):
+        new_machine()
+        n = len(calls)
+        change()
+        assert "carried_from" not in run() and len(calls) == n + 1
