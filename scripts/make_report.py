@@ -335,11 +335,13 @@ BASELINE_PACKAGES = ("cv2", "skimage", "numpy", "scipy")
 BASELINE_CACHES = ("baselines.json", "baselines_heldout.json")  # <out>/baselines/: kept for --carry-over
 
 
-def _files_digest(paths) -> str:
+def _files_digest(root: Path, names) -> str:
+    """sha256 of the names (relative to root, so not of where the folder lives) and bytes of files."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path).encode() + b"\0")
-        digest.update(Path(path).read_bytes() if Path(path).is_file() else b"missing")
+    for name in names:
+        path = Path(root) / name
+        digest.update(str(name).encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
     return digest.hexdigest()
 
 
@@ -353,12 +355,12 @@ def baseline_key(data: str, filters: list[str], select_per: str | None, splits: 
         rows = [r for split in splits for r in read_manifest(data, split)]
     except (OSError, ValueError):
         rows = []
-    images = [Path(data) / r[col] for r in rows for col in ("input", "gt")]
+    images = [r[col] for r in rows for col in ("input", "gt")]
     return json.loads(json.dumps({
         "filters": sorted(filters), "data": str(data), "dataset": data_identity(data), "grids": _grids(filters),
         "select_per": select_per, "splits": list(splits), "images": len(rows),
-        "images_sha256": _files_digest([*images, Path(data) / "dataset.json"]),
-        "code_sha256": _files_digest(ROOT / f for f in BASELINE_SOURCES),
+        "images_sha256": _files_digest(Path(data), [*images, "dataset.json"]),
+        "code_sha256": _files_digest(ROOT, BASELINE_SOURCES),
         "packages": {name: getattr(importlib.import_module(name), "__version__", "?") for name in BASELINE_PACKAGES}}))
 
 

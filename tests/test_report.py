@@ -376,9 +376,18 @@ def test_kept_classical_scores_are_used_only_for_the_same_images_code_and_packag
     monkeypatch.setattr(make_report.evaluation, "run_baselines", fake)
     source = tmp_path / "filters_source.py"
     source.write_text("v = 1\n")
-    monkeypatch.setattr(make_report, "BASELINE_SOURCES", ("csgis/filters.py", str(source)))
     plan = SimpleNamespace(experiments=str(tmp_path / "exp"), select_on="val")
     kept = tmp_path / "docs" / "baselines"
+    # The key does not depend on where the repository lives: a fresh clone elsewhere reads the copies.
+    keys = []
+    for clone, text in (("a", "v = 1\n"), ("b", "v = 1\n"), ("c", "v = 3\n")):
+        (tmp_path / clone / "csgis").mkdir(parents=True)
+        (tmp_path / clone / "csgis" / "filters.py").write_text(text)
+        monkeypatch.setattr(make_report, "ROOT", tmp_path / clone)
+        keys.append(make_report.baseline_key(str(data), ["l0"], None, ("test", "val")))
+    assert keys[0] == keys[1] != keys[2]
+    monkeypatch.setattr(make_report, "ROOT", ROOT)
+    monkeypatch.setattr(make_report, "BASELINE_SOURCES", ("csgis/filters.py", str(source)))
 
     def new_machine():
         """The experiments folder gone, the report's kept copy there."""
