@@ -257,12 +257,30 @@ def _smoother_from_weights(state_dict: dict, obj: Any, path: str, map_location: 
     stated = obj.get("arch") if isinstance(obj, dict) else None
     if layout == "csgis" and isinstance(stated, dict) and {k: stated.get(k) for k in arch} != arch:
         raise CheckpointError(f"{path}: its 'arch' entry {stated} disagrees with its weights {arch}")
+    if layout == "csgis" and _stated_input_skip(obj, path):
+        arch["input_skip"] = True
     if channel_order not in ("rgb", "bgr"):
         raise CheckpointError(f"{path}: channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     model = Smoother(**arch)
     _load_strict(model, state_dict, path, f"Smoother({arch}) [{layout} layout]")
     model.channel_order = channel_order
     return _to_device(model, map_location).eval()
+
+
+def _stated_input_skip(obj: Any, path: str) -> bool:
+    """model.input_skip of a csgis file: its 'arch' entry (checkpoints) or its config (training
+    states); False when neither names it (older files, plain state dicts). The weights cannot tell."""
+    if not isinstance(obj, dict):
+        return False
+    arch, config = obj.get("arch"), obj.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    for source in (arch, model):
+        if isinstance(source, dict) and "input_skip" in source:
+            value = source["input_skip"]
+            if not isinstance(value, bool):
+                raise CheckpointError(f"{path}: input_skip must be true or false, got {value!r}")
+            return value
+    return False
 
 
 def load_segmenter(path: str | os.PathLike, output_stride: int = 16, map_location: Any = "cpu") -> nn.Module:

@@ -31,6 +31,8 @@ class ModelConfig:
     descriptor_blocks: int = 12    # HDC blocks in the shared descriptor (release test script: 20)
     coarse_blocks: int = 3         # HDC blocks in the coarse head
     refine_blocks: int = 6         # HDC blocks in the refine head
+    # Same parameters and checkpoint keys; the flag is stored in a checkpoint's 'arch' entry.
+    input_skip: bool = False       # coarse = input + coarse head (residual learning): not the paper's network; paper: false
     # Fine-tuning: the optimizer and schedule start afresh; resume continues a run instead.
     init: str = ""                 # a smoother checkpoint whose weights start the run (same architecture)
 

@@ -113,6 +113,39 @@ def test_save_checkpoint_round_trip(tmp_path):
         save_checkpoint(tmp_path / "x.pth", source, extra={"arch": {}})
 
 
+def test_input_skip_travels_in_the_arch_or_the_config_not_the_weights(tmp_path):
+    """model.input_skip changes the output, not the weights: every file that can name it does, and a
+    file that cannot (a bare state dict) loads as the paper's network."""
+    from csgis.checkpoint import init_smoother, smoother_from_state
+
+    source = _model(**TINY, input_skip=True)
+    x = torch.rand(1, 3, 9, 10)
+    path = tmp_path / "skip.pth"
+    save_checkpoint(path, source)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["arch"] == {**TINY, "input_skip": True}
+    loaded = load_smoother(path)
+    assert loaded.arch == {**TINY, "input_skip": True}
+    _assert_same_outputs(loaded, source, x)
+    # A training state names it in its config (model.input_skip), as csgis.train writes it.
+    state = {"format": "csgis-training-state", "task": "smoothing", "model": source.state_dict(),
+             "config": {"model": {"input_skip": True}}}
+    save_training_state(tmp_path / "latest.state", state)
+    _assert_same_outputs(smoother_from_state(tmp_path / "latest.state")[0], source, x)
+    # The same weights without the flag are the paper's network, whose output differs.
+    torch.save(source.state_dict(), tmp_path / "bare.pth")
+    bare = load_smoother(tmp_path / "bare.pth")
+    assert "input_skip" not in bare.arch
+    assert not torch.allclose(bare(x).prediction, source(x).prediction)
+    # Fine-tuning keeps it: model.init of a skip file into a network without the skip is refused.
+    init_smoother(_model(seed=1, **TINY, input_skip=True), path)
+    with pytest.raises(CheckpointError, match="model.init"):
+        init_smoother(_model(seed=1, **TINY), path)
+    raw["arch"]["input_skip"] = "yes"
+    torch.save(raw, tmp_path / "odd.pth")
+    _assert_checkpoint_error(load_smoother, tmp_path / "odd.pth", "input_skip must be true or false")
+
+
 def test_atomic_save_replaces_whole_files_only(tmp_path):
     path = tmp_path / "state.pth"
     atomic_torch_save({"step": 1}, path)

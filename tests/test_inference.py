@@ -5,7 +5,7 @@ import torch
 
 from csgis import inference
 from csgis.inference import default_tile, match_mean, smooth_image, smooth_tensor, tile_windows
-from _helpers import tiny_smoother
+from _helpers import TINY_ARCH, tiny_smoother
 from csgis.models.smoother import Smoother
 
 OUTPUTS = ("edge_logits", "coarse", "residual", "prediction")
@@ -40,6 +40,15 @@ def test_tiled_equals_untiled(model, image, reference, tile, expected_windows):
     for name in OUTPUTS:
         assert out[name].shape == getattr(reference, name).shape
         assert (out[name] - getattr(reference, name)).abs().max().item() <= 1e-5, name
+
+
+def test_tiled_equals_untiled_with_the_input_skip(image):
+    """model.input_skip adds the input pixel by pixel, so the receptive radius and tiling stay exact."""
+    skip = tiny_smoother(**TINY_ARCH, input_skip=True)
+    with torch.inference_mode():
+        whole = skip(image).prediction
+    out = smooth_tensor(skip, image, tile=16, device="cpu", outputs=("prediction",))
+    assert (out["prediction"] - whole).abs().max().item() <= 1e-5
 
 
 def test_margin_matters(model, image, reference, monkeypatch):

@@ -48,13 +48,41 @@ def test_arch_and_build_smoother():
     assert len(model.blocks) == 1 and len(model.coarse_head.blocks) == 2 and len(model.refine_head.blocks) == 0
     assert build_smoother(ModelConfig()).arch == {"width": 64, "descriptor_blocks": 12,
                                                   "coarse_blocks": 3, "refine_blocks": 6}
+    assert build_smoother({"width": 5, "input_skip": True}).arch["input_skip"] is True
     assert model.stem.in_channels == 3
     assert model.coarse_head.conv_in.in_channels == 5 + 1      # features + edge
     assert model.refine_head.conv_in.in_channels == 5 + 1 + 3  # features + edge + coarse
     with pytest.raises(ValueError, match="width"):
         Smoother(width=0)
+    with pytest.raises(ValueError, match="input_skip"):
+        Smoother(width=4, input_skip=1)
     with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
         model(torch.rand(1, 1, 8, 8))
+
+
+def test_input_skip_adds_the_input_to_the_coarse_head_only():
+    """model.input_skip: the same weights give coarse + x; the refine head then sees that coarse."""
+    torch.manual_seed(0)
+    plain = Smoother(width=6, descriptor_blocks=2, coarse_blocks=1, refine_blocks=1)
+    randomize_bn(plain)
+    skip = Smoother(width=6, descriptor_blocks=2, coarse_blocks=1, refine_blocks=1, input_skip=True)
+    skip.load_state_dict(plain.state_dict())
+    assert count_parameters(skip) == count_parameters(plain)
+    assert Smoother(64, input_skip=True).receptive_radius() == Smoother(64).receptive_radius()
+    plain.eval(), skip.eval()
+    x = torch.rand(2, 3, 13, 11)
+    with torch.no_grad():
+        a, b = plain(x), skip(x)
+        torch.testing.assert_close(b.coarse, a.coarse + x)
+        assert torch.equal(b.edge_logits, a.edge_logits)
+        assert not torch.allclose(b.residual, a.residual)  # the refine head reads the new coarse
+        assert torch.equal(b.prediction, b.coarse + b.residual)
+        # Heads that output zero pass the input through unchanged (what the skip is for).
+        for conv in (skip.coarse_head.conv_out, skip.refine_head.conv_out):
+            torch.nn.init.zeros_(conv.weight), torch.nn.init.zeros_(conv.bias)
+        assert torch.equal(skip(x).prediction, x)
+        skip.channel_order = "bgr"  # the input is added in the network's own channel order
+        assert torch.equal(skip(x).prediction, x)
 
 
 def test_receptive_radius_formula():

@@ -109,17 +109,27 @@ class Smoother(nn.Module):
     `channel_order` is "rgb" for networks trained here; networks imported from the authors'
     release were trained on OpenCV's BGR order, and with channel_order="bgr" the input is flipped
     to BGR and the image outputs flipped back, so callers always deal in RGB.
+
+    `input_skip=True` is not the paper's network: the coarse head's output is added to the input
+    (coarse = x + head), so the heads learn what to take away and an image with nothing to remove
+    passes through unchanged from the start (residual learning, as in DnCNN). Same parameters and
+    state-dict keys; the flag travels in a checkpoint's 'arch' entry (present only when true), not
+    in its weights.
     """
 
     def __init__(self, width: int = 64, descriptor_blocks: int = 12, coarse_blocks: int = 3,
-                 refine_blocks: int = 6):
+                 refine_blocks: int = 6, input_skip: bool = False):
         super().__init__()
         for name, value, least in (("width", width, 1), ("descriptor_blocks", descriptor_blocks, 0),
                                    ("coarse_blocks", coarse_blocks, 0), ("refine_blocks", refine_blocks, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"Smoother: {name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(input_skip, bool):
+            raise ValueError(f"Smoother: input_skip must be true or false, got {input_skip!r}")
         self.arch = {"width": width, "descriptor_blocks": descriptor_blocks,
                      "coarse_blocks": coarse_blocks, "refine_blocks": refine_blocks}
+        if input_skip:  # only then, so the paper's network keeps the arch of every earlier file
+            self.arch["input_skip"] = True
         self.channel_order = "rgb"
         self.stem = conv3x3(3, width)  # no BN/ReLU: the first HDC block adds its input back
         self.blocks = nn.ModuleList(HDCBlock(width) for _ in range(descriptor_blocks))
@@ -140,6 +150,8 @@ class Smoother(nn.Module):
         edge_logits = self.edge_head(features)
         with_edge = torch.cat((features, edge_logits), dim=1)
         coarse = self.coarse_head(with_edge)
+        if self.arch.get("input_skip", False):
+            coarse = coarse + x
         residual = self.refine_head(torch.cat((with_edge, coarse), dim=1))
         if bgr:
             coarse, residual = coarse.flip(1), residual.flip(1)
@@ -158,11 +170,11 @@ class Smoother(nn.Module):
 
 
 def build_smoother(model_cfg) -> Smoother:
-    """Smoother from a csgis.config.ModelConfig (or any object/dict with the same four fields)."""
-    keys = ("width", "descriptor_blocks", "coarse_blocks", "refine_blocks")
+    """Smoother from a csgis.config.ModelConfig (or any object/dict with the same fields)."""
+    keys = ("width", "descriptor_blocks", "coarse_blocks", "refine_blocks", "input_skip")
     if isinstance(model_cfg, dict):
         return Smoother(**{k: model_cfg[k] for k in keys if k in model_cfg})
-    return Smoother(**{k: getattr(model_cfg, k) for k in keys})
+    return Smoother(**{k: getattr(model_cfg, k) for k in keys if hasattr(model_cfg, k)})
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -171,7 +183,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def architecture_flops(width: int = 64, descriptor_blocks: int = 12, coarse_blocks: int = 3,
-                       refine_blocks: int = 6) -> dict[str, int]:
+                       refine_blocks: int = 6, input_skip: bool = False) -> dict[str, int]:
     """Forward cost per output pixel from the layer list (docs/method.md §1): {'conv': 2*9*cin*cout summed, 'elementwise': ...}.
 
     Every convolution is 3x3, stride 1, 'same' padding, so each costs 9*cin*cout multiply-adds per
@@ -190,7 +202,8 @@ def architecture_flops(width: int = 64, descriptor_blocks: int = 12, coarse_bloc
     elementwise = (sum(cout for _, cout in convs)             # biases
                    + bn_relu_layers * w * 3                   # BN scale + shift, ReLU
                    + blocks * w                               # HDC residual adds
-                   + 3)                                       # prediction = coarse + residual
+                   + 3                                        # prediction = coarse + residual
+                   + 3 * input_skip)                          # coarse = input + coarse head
     return {"conv": conv, "elementwise": elementwise}
 
 
