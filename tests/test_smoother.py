@@ -4,6 +4,7 @@ from _helpers import randomize_bn
 
 from csgis.config import ModelConfig
 from csgis.models import HDCBlock, Smoother, SmootherOutput, build_smoother, count_parameters
+from csgis.models.smoother import architecture_flops
 
 
 @pytest.mark.parametrize("descriptor_blocks, expected", [(12, 2_528_519), (20, 3_417_863)])
@@ -68,8 +69,11 @@ def test_input_skip_adds_the_input_to_the_coarse_head_only():
     skip = Smoother(width=6, descriptor_blocks=2, coarse_blocks=1, refine_blocks=1, input_skip=True)
     skip.load_state_dict(plain.state_dict())
     assert count_parameters(skip) == count_parameters(plain)
-    assert Smoother(64, input_skip=True).receptive_radius() == Smoother(64).receptive_radius()
-    plain.eval(), skip.eval()
+    assert Smoother(2, input_skip=True).receptive_radius() == Smoother(2).receptive_radius()
+    with_skip, without = architecture_flops(6, 2, 1, 1, input_skip=True), architecture_flops(6, 2, 1, 1)
+    assert with_skip["conv"] == without["conv"] and with_skip["elementwise"] == without["elementwise"] + 3
+    plain.eval()
+    skip.eval()
     x = torch.rand(2, 3, 13, 11)
     with torch.no_grad():
         a, b = plain(x), skip(x)
@@ -79,9 +83,10 @@ def test_input_skip_adds_the_input_to_the_coarse_head_only():
         assert torch.equal(b.prediction, b.coarse + b.residual)
         # Heads that output zero pass the input through unchanged (what the skip is for).
         for conv in (skip.coarse_head.conv_out, skip.refine_head.conv_out):
-            torch.nn.init.zeros_(conv.weight), torch.nn.init.zeros_(conv.bias)
+            torch.nn.init.zeros_(conv.weight)
+            torch.nn.init.zeros_(conv.bias)
         assert torch.equal(skip(x).prediction, x)
-        skip.channel_order = "bgr"  # the input is added in the network's own channel order
+        skip.channel_order = "bgr"  # also with the authors' channel order (flipped in and back out)
         assert torch.equal(skip(x).prediction, x)
 
 
