@@ -174,7 +174,7 @@ def build_smoother(model_cfg) -> Smoother:
     keys = ("width", "descriptor_blocks", "coarse_blocks", "refine_blocks", "input_skip")
     if isinstance(model_cfg, dict):
         return Smoother(**{k: model_cfg[k] for k in keys if k in model_cfg})
-    return Smoother(**{k: getattr(model_cfg, k) for k in keys if hasattr(model_cfg, k)})
+    return Smoother(**{k: getattr(model_cfg, k) for k in keys})
 
 
 def count_parameters(model: nn.Module) -> int:
