@@ -88,6 +88,8 @@ class DataConfig:
     blend_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])        # online: texture resize range, drawn log-uniformly (needs blend_texture_std)
     blend_colour: float = 0.0      # online: probability of the colour blend, else the authors' gray one (needs blend_texture_std)
     blend_gray_gt: float = 0.0     # online: probability that a training GT (and its over-smoothed image) is made gray before blending
+    blend_soft_gt: float = 0.0     # online: probability that a training GT (and its over-smoothed image) is blurred before blending
+    blend_soft_sigma: list[float] = field(default_factory=lambda: [1.0, 3.0])  # online: that blur's Gaussian sigma range in pixels
     online_eval: str = "seeded"    # online: val/test inputs: seeded (one fixed draw per GT) | stored (the manifest's own inputs)
     blend_texture_std: float = 0.0 # online: the layer's std in gray levels before amplitude; 0: the authors' blend, texture as stored
     released_n_gt: int = 150       # released layout: number of GT images (index = name % n_gt)
@@ -194,7 +196,8 @@ RULES = {
     "data.brightness": _pair(lambda x: x > 0, "above 0"), "data.contrast": _pair(lambda x: x > 0, "above 0"),
     "data.blend_amplitude": _pair(lambda x: x >= 0, "at least 0"), "data.blend_scale": _pair(lambda x: x > 0, "above 0"),
     "data.blend_colour": _within(0, 1), "data.blend_texture_std": _at_least(0),
-    "data.blend_gray_gt": _within(0, 1),
+    "data.blend_gray_gt": _within(0, 1), "data.blend_soft_gt": _within(0, 1),
+    "data.blend_soft_sigma": _pair(lambda x: x > 0, "above 0"),
     "data.repeat": _at_least(1), "data.num_workers": _at_least(0),
     "train.epochs": _at_least(0), "train.batch_size": _at_least(1), "train.lr": _above(0),
     "train.betas": (lambda v: len(v) == 2 and all(0 <= x < 1 for x in v), "two numbers in [0, 1)"),

@@ -1,5 +1,6 @@
 """The rich training data: texture families (csgis.data.textures), vector art, the builder
 (dataset_utils/make_rich_data.py) and online blending with scale, colour and contrast."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -151,6 +152,34 @@ def test_gray_ground_truths_get_the_texture_their_blend_gives(rich, tmp_path):
     assert torch.equal(OnlineBlendDataset(rows, tmp_path, gray_gt=0.0, **kwargs).load(0)["input"], n["input"])
     with pytest.raises(ConfigError, match="blend_gray_gt"):
         from_dict({"data": {"blend_gray_gt": 1.5}})
+
+
+def test_soft_ground_truths_are_blurred_under_sharp_texture(rich):
+    rows = [r for r in read_manifest(rich, "train")]
+    kwargs = dict(root=rich, amplitude=(1.0, 1.0), colour=0.5, texture_std=25.0, scale=(0.5, 3.0))
+    always = OnlineBlendDataset(rows, rich / "textures", soft_gt=1.0, soft_sigma=(2.0, 2.0), **kwargs)
+    never = OnlineBlendDataset(rows, rich / "textures", **kwargs)
+    torch.manual_seed(0)
+    s = always.load(0)
+    gt = read_image(rich / rows[0]["gt"])
+    blurred = torch.from_numpy(cv2.GaussianBlur(gt, (0, 0), 2.0)).permute(2, 0, 1).float() / 255
+    assert torch.equal(s["gt"], blurred)  # the GT blurred at the asked sigma
+    over = read_image(rich / rows[0]["over"])
+    assert torch.equal(s["over_smoothed"], torch.from_numpy(cv2.GaussianBlur(over, (0, 0), 2.0)).permute(2, 0, 1).float() / 255)
+    sharp = torch.from_numpy(gt).permute(2, 0, 1).float() / 255
+    def roughness(t):  # mean absolute horizontal difference
+        return (t[..., 1:] - t[..., :-1]).abs().mean()
+    assert roughness(s["gt"]) < 0.8 * roughness(sharp)
+    assert roughness(s["input"] - s["gt"]) > 0.005  # the texture on top is laid on as before, not blurred
+    torch.manual_seed(0)
+    n = never.load(0)
+    assert torch.equal(n["gt"], sharp)
+    # with the probability at 0 nothing extra is drawn: the same seed gives the same input as before
+    torch.manual_seed(0)
+    assert torch.equal(OnlineBlendDataset(rows, rich / "textures", soft_gt=0.0, **kwargs).load(0)["input"], n["input"])
+    for bad in ({"blend_soft_gt": -0.1}, {"blend_soft_sigma": [3.0, 1.0]}, {"blend_soft_sigma": [0.0, 1.0]}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            from_dict({"data": bad})
 
 
 def test_the_layer_has_the_asked_contrast_at_every_scale():

@@ -343,6 +343,9 @@ class OnlineBlendDataset(Dataset):
     `gray_gt`: probability that the GT and its over-smoothed image are replaced by their luma
     (blend.texture_to_gray, rounded, in all three channels) before the texture is laid on, so that
     gray pictures, with gray or coloured texture, are seen too; 0 draws nothing extra.
+    `soft_gt`: probability that the GT and its over-smoothed image are blurred (a Gaussian of sigma
+    drawn from `soft_sigma`, in pixels) before the texture is laid on, so that soft structure under
+    sharp texture is seen too (blurred photographs, out-of-focus backgrounds); 0 draws nothing extra.
 
     `samples`: GT image paths, or manifest rows (dicts with gt, seg, over, id; paths relative to
     `root`). The over-smoothed image comes from the row's `over` path; without one it is computed
@@ -354,12 +357,14 @@ class OnlineBlendDataset(Dataset):
     def __init__(self, samples, textures: str | os.PathLike, root: str | os.PathLike | None = None,
                  transform=None, amplitude=(0.75, 1.25), color=None,
                  over_smoother: str = blend.OVER_SMOOTHER, seed: int | None = None,
-                 scale=(1.0, 1.0), colour: float = 0.0, texture_std: float = 0.0, gray_gt: float = 0.0):
+                 scale=(1.0, 1.0), colour: float = 0.0, texture_std: float = 0.0, gray_gt: float = 0.0,
+                 soft_gt: float = 0.0, soft_sigma=(1.0, 3.0)):
         self.root = Path(root) if root is not None else None
         self.transform = transform
         self.amplitude = (float(amplitude[0]), float(amplitude[1]))
         self.scale = (float(scale[0]), float(scale[1]))
         self.colour, self.texture_std, self.gray_gt = float(colour), float(texture_std), float(gray_gt)
+        self.soft_gt, self.soft_sigma = float(soft_gt), (float(soft_sigma[0]), float(soft_sigma[1]))
         if self.texture_std <= 0 and (self.scale != (1.0, 1.0) or self.colour > 0):
             raise DatasetError("data.blend_scale other than [1, 1] and data.blend_colour > 0 need "
                                "data.blend_texture_std > 0 (the layer's contrast)")
@@ -439,6 +444,9 @@ class OnlineBlendDataset(Dataset):
         over = self._over(index, gt)
         if self.gray_gt > 0 and uniform(0.0, 1.0) < self.gray_gt:
             gt, over = _gray_copy(gt), _gray_copy(over)
+        if self.soft_gt > 0 and uniform(0.0, 1.0) < self.soft_gt:
+            sigma = uniform(*self.soft_sigma)
+            gt, over = blend.smooth(gt, "gaussian", sigma=sigma), blend.smooth(over, "gaussian", sigma=sigma)
         if self.texture_std > 0:
             # scale drawn log-uniformly: as many halvings as doublings
             scale = float(np.exp(uniform(np.log(self.scale[0]), np.log(self.scale[1]))))
@@ -515,7 +523,9 @@ def build_dataset(data_cfg, split: str, train: bool) -> Dataset:
                                      seed=None if train else 0, amplitude=data_cfg.blend_amplitude,
                                      scale=data_cfg.blend_scale, colour=data_cfg.blend_colour,
                                      texture_std=data_cfg.blend_texture_std,
-                                     gray_gt=data_cfg.blend_gray_gt if train else 0.0)
+                                     gray_gt=data_cfg.blend_gray_gt if train else 0.0,
+                                     soft_gt=data_cfg.blend_soft_gt if train else 0.0,
+                                     soft_sigma=data_cfg.blend_soft_sigma)
     else:
         raise DatasetError(f"unknown data.format '{fmt}' (manifest | released | online)")
     if train and data_cfg.repeat > 1:
