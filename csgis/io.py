@@ -10,6 +10,8 @@
   with the permissions the umask gives a new file.
 - `list_images(folder)`: image files by extension; hidden files (a leading '.': temporary files of
   an interrupted write, macOS '._' files) are not images of the folder.
+- `read_gimp_pattern(path)`: a GIMP pattern (`.pat`: a small big-endian header, then raw pixels);
+  `read_image` reads `.pat` files with it.
 """
 from __future__ import annotations
 
@@ -105,9 +107,40 @@ def _header(path: Path) -> tuple[tuple[int, int] | None, int]:
         return None, 1
 
 
+GIMP_PATTERN_MAGIC = b"GPAT"
+
+
+def read_gimp_pattern(path: str | os.PathLike) -> np.ndarray:
+    """A GIMP pattern file as (H, W, 3) uint8 RGB (alpha dropped, gray made 3-channel).
+
+    Layout (GIMP's devel-docs/pat.txt): six big-endian uint32 (header size, version 1, width, height,
+    bytes per pixel 1-4, the magic 'GPAT'), the pattern's UTF-8 name up to the header size, then
+    width x height x bytes of pixels, row by row (gray, gray+alpha, RGB or RGBA).
+    """
+    path = Path(path)
+    data = _read_bytes(path).tobytes()
+    if len(data) < 24:
+        raise ImageReadError(f"{path}: not a GIMP pattern (only {len(data)} bytes)")
+    header, version, width, height, depth = (int.from_bytes(data[i:i + 4], "big") for i in range(0, 20, 4))
+    if data[20:24] != GIMP_PATTERN_MAGIC or version != 1:
+        raise ImageReadError(f"{path}: not a GIMP pattern (no 'GPAT' version-1 header)")
+    if depth not in (1, 2, 3, 4) or not (0 < width <= 1 << 16 and 0 < height <= 1 << 16) or header < 24:
+        raise ImageReadError(f"{path}: GIMP pattern header out of range ({width}x{height}, {depth} bytes a pixel)")
+    if width * height > MAX_MEGAPIXELS * 1e6:
+        raise ImageReadError(f"{path}: declares {width}x{height} pixels, more than {MAX_MEGAPIXELS:g} megapixels")
+    size = width * height * depth
+    if len(data) < header + size:
+        raise ImageReadError(f"{path}: GIMP pattern truncated ({len(data) - header} of {size} pixel bytes)")
+    pixels = np.frombuffer(data, np.uint8, size, header).reshape(height, width, depth)
+    rgb = np.repeat(pixels[..., :1], 3, axis=2) if depth <= 2 else pixels[..., :3]
+    return np.ascontiguousarray(rgb)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read any common image file as (H, W, 3) uint8 RGB, upright; raise ImageReadError naming the file."""
     path = Path(path)
+    if path.suffix.lower() == ".pat":
+        return read_gimp_pattern(path)
     data = _read_bytes(path)
     size, orientation = _header(path)
     if size is not None and size[0] * size[1] > MAX_MEGAPIXELS * 1e6:
