@@ -223,6 +223,48 @@ FILTERS: dict[str, Callable[..., np.ndarray]] = {
     "fgs": fgs,
 }
 
+# Allowed range of every setting a user can give (a smoother spec, `csgis.data.blend`): (low, high,
+# integer); low is exclusive for real-valued settings and inclusive for integers, high inclusive. The
+# bounds keep every iterative filter to a bounded number of iterations (L0's beta grows by kappa from
+# 2*lambda to beta_max: kappa >= 1.1 and lambda >= 1e-6 keep that under 300 steps) and every window
+# to a finite size. AUTO: values with a meaning of their own (btf's -1: set as in the paper).
+SETTING_RANGES: dict[str, dict[str, tuple]] = {
+    "l0": {"lambda_": (1e-6, 10.0, False), "kappa": (1.1, 100.0, False), "beta_max": (1e-3, 1e8, False)},
+    "rtv": {"lambda_": (0.0, 1.0, False), "sigma": (0.0, 50.0, False), "iterations": (1, 100, True),
+            "sharpness": (0.0, 1.0, False), "eps": (0.0, 1.0, False)},
+    "rgf": {"sigma_s": (0.0, 100.0, False), "sigma_r": (0.0, 1000.0, False), "iterations": (1, 100, True)},
+    "gf": {"radius": (1, 512, True), "eps": (0.0, 10.0, False)},
+    "bf": {"diameter": (0, 99, True), "sigma_color": (0.0, 1000.0, False), "sigma_space": (0.0, 50.0, False)},
+    "btf": {"radius": (1, 50, True), "iterations": (1, 100, True), "sigma_alpha": (0.0, 1000.0, False),
+            "sigma_avg": (0.0, 1000.0, False)},
+    "fgs": {"lambda_": (0.0, 1e6, False), "sigma_color": (0.0, 1000.0, False),
+            "lambda_attenuation": (0.0, 1.0, False), "iterations": (1, 100, True)},
+}
+AUTO = {"btf": {"sigma_alpha": -1.0, "sigma_avg": -1.0}}
+
+
+def check_settings(name: str, params: dict, ranges: dict | None = None) -> None:
+    """ValueError in one line naming the filter and setting unless every value of `params` (keyword
+    names, e.g. lambda_) is a finite number within SETTING_RANGES[name] (or `ranges`)."""
+    import math
+    ranges = SETTING_RANGES.get(name, {}) if ranges is None else ranges
+    for key, value in params.items():
+        if key not in ranges:
+            continue
+        low, high, integer = ranges[key]
+        shown = key.rstrip("_")
+        if AUTO.get(name, {}).get(key) == value:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: {shown}={value!r} is not a finite number")
+        if integer and value != int(value):
+            raise ValueError(f"{name}: {shown}={value!r} must be a whole number")
+        inside = low <= value <= high if integer else low < value <= high
+        if not inside:
+            bounds = f"[{low:g}, {high:g}]" if integer else f"({low:g}, {high:g}]"
+            raise ValueError(f"{name}: {shown}={value:g} is out of range {bounds}")
+
+
 # Validation grids (the default setting is always one of them). A choice at a grid's smallest or
 # largest value is flagged (`csgis.evaluation.grid_edges`): a grid that stops short handicaps the
 # smoother. Which choices still sit at an edge: docs/RESULTS.md notes (wider grids, 2026-12-03).

@@ -181,7 +181,7 @@ def plan(args, out: Path, skipped: list) -> tuple[list[dict], dict]:
                          f"the {len(textures)} textures for training")
     for spec in (args.gt_smoother, args.over_smoother):
         try:
-            blend.parse_smoother(spec)
+            blend.check_spec(spec)
         except ValueError as e:
             raise BuildError(str(e)) from None
 

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         for spec in (args.gt_smoother, args.over_smoother, args.scene_over_smoother):
-            blend.parse_smoother(spec)
+            blend.check_spec(spec)
         size = SIZES[args.size]
         out = Path(args.out)
         config = {"size": args.size, "version": VERSION, "gt_smoother": args.gt_smoother,

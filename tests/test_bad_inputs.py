@@ -85,6 +85,13 @@ CASES = {
                                       "needs a list of 'rows'"),
     "samples of a broken dataset": (["scripts/show_samples.py", "--root", "{h}/broken_dataset", "--out",
                                      "{out}/grid.png"], {2}, "error"),
+    "show with a post smoother that never ends": (["show.py", "--checkpoint", "{weights}", "--input",
+                                                   "{h}/good.png", "--output", "{out}", "--post", "l0:kappa=1"],
+                                                  {2}, "kappa=1 is out of range"),
+    "show with a giant gaussian post": (["show.py", "--checkpoint", "{weights}", "--input", "{h}/good.png",
+                                         "--output", "{out}", "--post", "gaussian:sigma=1e6"], {2}, "out of range"),
+    "rich builder with a zero L0 lambda": (["dataset_utils/make_rich_data.py", "--out", "{out}", "--size", "tiny",
+                                            "--over-smoother", "l0:lambda=0"], {2}, "lambda=0 is out of range"),
     "comparison of a broken dataset": (["scripts/make_comparison.py", "--data", "{h}/broken_dataset", "--out",
                                         "{out}/grid.png"], {2}, "error"),
 }

@@ -168,3 +168,28 @@ def test_l0_keeps_a_clean_step_and_flattens_small_noise():
     out = F.l0(noisy.astype(np.uint8)).astype(float)
     assert out[:, 2:14].std() < 0.5 and out[:, 18:30].std() < 0.5
     assert abs(out[:, 18:30].mean() - out[:, 2:14].mean() - 150) < 2
+
+
+def test_every_grid_setting_and_default_lies_within_its_allowed_range():
+    import inspect
+
+    from csgis.filters import FILTERS, PARAM_GRIDS, check_settings
+    for name, grid in PARAM_GRIDS.items():
+        defaults = {k: p.default for k, p in inspect.signature(FILTERS[name]).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        for params in grid + [defaults]:
+            check_settings(name, params)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("l0:kappa=1", "kappa=1 is out of range"), ("l0:lambda=-1", "lambda=-1 is out of range"),
+    ("l0:lambda=0", "lambda=0 is out of range"), ("gaussian:sigma=1e6", "sigma=1e+06 is out of range"),
+    ("gaussian:sigma=0", "sigma=0 is out of range"), ("fgs:lambda=inf", "not a finite number"),
+    ("rgf:iterations=2.5", "must be a whole number"), ("l0:lambda=0.02+gaussian:sigma=nan", "not a finite number")])
+def test_smoother_specs_that_would_hang_or_crash_are_refused_before_running(spec, words):
+    from csgis.data import blend
+    import re
+    with pytest.raises(ValueError, match=re.escape(words)):
+        blend.check_spec(spec)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        blend.smooth_spec(np.zeros((8, 8, 3), np.uint8), spec)

@@ -140,6 +140,7 @@ def _gaussian(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
 
 
 SMOOTHERS = {**filters.FILTERS, "gaussian": _gaussian}
+SETTING_RANGES = {**filters.SETTING_RANGES, "gaussian": {"sigma": (0.0, 100.0, False)}}
 # Names users write in specs -> keyword of the filter function ("lambda" is a Python keyword).
 _ALIASES = {"lambda": "lambda_", "lam": "lambda_"}
 
@@ -152,6 +153,7 @@ def smooth(img: np.ndarray, method: str, **params) -> np.ndarray:
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"smooth expects (H,W,3) uint8, got {img.dtype} {img.shape}")
     params = {_ALIASES.get(key, key): value for key, value in params.items()}
+    filters.check_settings(method, params, SETTING_RANGES[method])
     try:
         out = SMOOTHERS[method](img, **params)
     except TypeError as e:
@@ -193,6 +195,10 @@ def check_spec(spec: str) -> None:
         for key in params:
             if _ALIASES.get(key, key) not in accepted:
                 raise ValueError(f"'{name}' has no setting '{key}' (in '{spec}')")
+        try:
+            filters.check_settings(name, {_ALIASES.get(k, k): v for k, v in params.items()}, SETTING_RANGES[name])
+        except ValueError as e:
+            raise ValueError(f"{e} (in '{spec}')") from None
 
 
 def smooth_spec(img: np.ndarray, spec: str) -> np.ndarray:
