@@ -34,7 +34,8 @@ from tqdm import tqdm
 from csgis.checkpoint import CheckpointError, load_segmenter, load_smoother
 from csgis.device import cpu_has_bf16, resolve_device
 from csgis.inference import RECOMMENDED_POST, check_post, default_tile, smooth_image
-from csgis.io import IMAGE_EXTENSIONS, ImageReadError, check_writable, is_within, list_images, read_image, write_image
+from csgis.io import (IMAGE_EXTENSIONS, ImageReadError, check_writable, is_within, list_images, protect_inputs,
+                      read_image, write_image)
 from csgis.regions import (RegionError, check_strength_scale, class_ids, class_mask, find_mask_file, mask_image,
                            read_mask, segment, segmenter_classes, smooth_region)
 from csgis.runtime import reuse_large_allocations
@@ -279,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = (["prediction"] + ["edge"] * args.save_edges + ["coarse"] * args.save_coarse
              + ["mask"] * (args.save_mask and region.active))
     plan, renamed = plan_outputs(root, files, kinds)
+    protect_inputs(checkpoint, args.mask, args.segmenter, *files)  # the write rule: no input is replaced
     for line in renamed:
         print(f"renamed: {line}", file=sys.stderr)
     try:
@@ -329,10 +331,10 @@ def run(args: argparse.Namespace) -> int:
             failed.append((path, str(e)))
             tqdm.write(f"FAILED {e}", file=sys.stderr)
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one; CPU allocators raise plain ones
-            if not _is_out_of_memory(e):
-                raise
-            failed.append((path, f"out of memory at tile {tile}"))
-            tqdm.write(f"FAILED {path}: out of memory at tile {tile}; try a smaller --tile", file=sys.stderr)
+            reason = (f"out of memory at tile {tile}; try a smaller --tile" if _is_out_of_memory(e)
+                      else f"cannot smooth it ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
+            failed.append((path, reason))  # one bad image never stops the batch
+            tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)
         except OSError as e:  # writing the result
             failed.append((path, str(e)))
             tqdm.write(f"FAILED {path}: cannot write result ({e})", file=sys.stderr)

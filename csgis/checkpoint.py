@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from csgis.io import new_file_mode
+from csgis.io import check_target, new_file_mode
 from csgis.models.smoother import Smoother
 from csgis.torchfile import (CheckpointError, CheckpointNotFoundError, describe_load_failure,  # noqa: F401
                              read_file)
@@ -332,7 +332,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, verify: bool = True) ->
             raise TypeError(f"refusing to write {path}: torch.load(weights_only=True) could not read "
                             f"it back ({describe_load_failure(e)}); store plain dicts, lists, numbers, "
                             f"strings and tensors") from e
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.fspath(check_target(path))  # the one write rule (csgis.io): no device, folder or input replaced
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:

@@ -221,12 +221,23 @@ class _Override(str):
         return obj
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping names one key twice."""
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """YAML for config files: a plain scalar value that YAML reads as a number or a boolean keeps its
     text beside that reading (an _Override), so a str key keeps what the file says (name: 0123 is
     '0123', not the octal 83; name: yes is 'yes')."""
 
     def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:  # YAML keeps the last of two equal keys; a config must not lose the first
+            key = self.construct_object(key_node, deep=deep)
+            if key in lines:
+                raise DuplicateKeyError(f"key '{key}' appears twice in one mapping (lines {lines[key]} and "
+                                        f"{key_node.start_mark.line + 1})")
+            lines[key] = key_node.start_mark.line + 1
         mapping = super().construct_mapping(node, deep=deep)
         for key_node, value_node in node.value:
             if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:
@@ -240,6 +251,9 @@ class _ConfigLoader(yaml.SafeLoader):
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Convert a YAML/CLI value to the declared field type, or raise naming the key."""
     if isinstance(value, _Override):
+        if typ is str and isinstance(value.parsed, (dict, list)):
+            raise ConfigError(f"config key '{key}': expected a single value, got {type(value.parsed).__name__} "
+                              f"{str(value)!r}")
         if typ is int and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
             value = int(value, 10)  # what was written: YAML 1.1 reads 012 as the octal 10
         else:
@@ -265,6 +279,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
     if typ is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a single value, got {type(value).__name__} {value!r}")
         return "" if value is None else str(value)
     if typ is list or get_origin(typ) is list:
         if isinstance(value, str):
@@ -351,9 +367,12 @@ BASE_KEY = "base"
 
 
 def _merge(base: dict, over: dict) -> dict:
-    """`over` applied on top of `base`: nested mappings merge key by key, other values replace."""
+    """`over` applied on top of `base`: nested mappings merge key by key, other values replace. An
+    empty or null section (`train:` with its keys commented out, `model: ~`) keeps the base's section."""
     out = dict(base)
     for key, value in over.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:

@@ -8,6 +8,11 @@
   SegmentationClass PNGs: 0..20, 255 = ignore).
 - `write_image(path, rgb)` / `write_label(path, label)`: atomic (temporary file, then rename),
   with the permissions the umask gives a new file.
+- The write rule (`check_target`, applied by `atomic_write`, so by every writer here and by
+  csgis.checkpoint): a target that exists and is not a regular file (a device such as /dev/null,
+  a FIFO, a socket, a folder) is refused, and so is a file that a command declared as its input
+  (`protect_inputs`: its dataset, ground truths, predictions, checkpoint); links are resolved
+  first, and the file a link points at is the one replaced.
 - `list_images(folder)`: image files by extension; hidden files (a leading '.': temporary files of
   an interrupted write, macOS '._' files) are not images of the folder.
 - `read_gimp_pattern(path)`: a GIMP pattern (`.pat`: a small big-endian header, then raw pixels);
@@ -198,6 +203,42 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable label image") from None
 
 
+class WriteRefused(OSError):
+    """A target the write rule refuses (message names it and why)."""
+
+
+_PROTECTED_FILES: set[Path] = set()
+_PROTECTED_FOLDERS: set[Path] = set()
+
+
+def protect_inputs(*paths) -> None:
+    """Declare files or folders this process reads: no writer here may replace them (a folder's
+    files existing at write time are protected; new files may still be made in it)."""
+    for path in paths:
+        if path is None or str(path) == "":
+            continue
+        resolved = Path(path).resolve()
+        (_PROTECTED_FOLDERS if resolved.is_dir() else _PROTECTED_FILES).add(resolved)
+
+
+def clear_protected() -> None:
+    """Forget every protect_inputs declaration (tests; a long-lived process between commands)."""
+    _PROTECTED_FILES.clear()
+    _PROTECTED_FOLDERS.clear()
+
+
+def check_target(path: str | os.PathLike) -> Path:
+    """The resolved path a writer may replace; WriteRefused when the write rule (module docstring) forbids it."""
+    resolved = Path(path).resolve()
+    if resolved.exists() and not resolved.is_file():
+        kind = ("a folder" if resolved.is_dir() else "a device" if resolved.is_char_device() or resolved.is_block_device()
+                else "a FIFO" if resolved.is_fifo() else "a socket" if resolved.is_socket() else "not a regular file")
+        raise WriteRefused(f"{path} is {kind}, not a regular file; refusing to replace it")
+    if resolved in _PROTECTED_FILES or (resolved.exists() and any(f in resolved.parents for f in _PROTECTED_FOLDERS)):
+        raise WriteRefused(f"{path} is an input of this command; refusing to replace it (choose another output)")
+    return resolved
+
+
 def new_file_mode() -> int:
     """The permissions a new file gets under the process's umask (0o666 & ~umask)."""
     umask = os.umask(0)
@@ -206,8 +247,9 @@ def new_file_mode() -> int:
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Call write_fn(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
+    """Call write_fn(tmp_path) on a temporary file beside `path`, then rename it over `path`
+    (after the write rule, check_target: for a link, over the file it points at)."""
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)

@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from csgis import evaluation
+from csgis.io import protect_inputs
 from csgis.filters import FILTERS
 
 
@@ -49,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    protect_inputs(args.data)  # the write rule (csgis.io): no file of the dataset is replaced
     try:
         report = evaluation.run_baselines(args.data, args.split, args.val_split or None, args.filters,
                                           args.select, args.workers, args.max_images, args.save,
@@ -80,7 +82,11 @@ def main(argv=None) -> int:
         print(f"problems (skipped) ({len(report['problems'])}):", file=sys.stderr)
         for line in report["problems"]:
             print(f"  {line}", file=sys.stderr)
-    return evaluation.write_outputs(report, args.csv, args.json)
+    try:
+        return evaluation.write_outputs(report, args.csv, args.json)
+    except (OSError, UnicodeError) as e:
+        print(f"error: cannot write the results: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

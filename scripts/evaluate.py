@@ -24,7 +24,7 @@ from pathlib import Path
 
 from csgis import evaluation
 from csgis.data.manifest import read_dataset_info
-from csgis.io import check_writable, is_within
+from csgis.io import check_target, check_writable, is_within, protect_inputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,6 +107,12 @@ def check_outputs(args) -> None:
     if args.save and args.data and is_within(args.save, args.data):
         raise ValueError(f"--save {args.save} is inside the dataset folder {args.data}: predictions would "
                          f"overwrite the dataset's own files; choose a folder outside it")
+    for target in (args.csv, args.json):
+        if target:
+            try:
+                check_target(target)  # a device, a folder or one of this command's inputs: before any scoring
+            except OSError as e:
+                raise ValueError(str(e)) from None
     for folder in [Path(f).parent for f in (args.csv, args.json) if f] + ([Path(args.save)] if args.save else []):
         try:
             check_writable(folder)
@@ -119,6 +125,7 @@ def main(argv=None) -> int:
     from csgis.runtime import reuse_large_allocations
     reuse_large_allocations()  # large CPU speed-up, same results (see csgis/runtime.py)
     try:
+        protect_inputs(args.data, args.manifest, args.gt, args.pred, args.checkpoint)  # the write rule (csgis.io)
         check_outputs(args)
         info = read_dataset_info(args.data or args.manifest) if args.group else None
         if args.group:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from csgis.checkpoint import STATE_WEIGHTS, CheckpointError, save_checkpoint, smoother_from_state
+from csgis.io import check_target, protect_inputs
 
 
 def main(argv=None) -> int:
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     try:
+        protect_inputs(args.state)  # the write rule (csgis.io): no device, folder or input replaced
+        check_target(out)
         model, state = smoother_from_state(args.state, args.weights)
         save_checkpoint(out, model, config=state.get("config"), epoch=state.get("epoch"),
                         iteration=state.get("global_step"), extra={"weights": args.weights})

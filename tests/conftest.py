@@ -79,3 +79,11 @@ def segmenter_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("segmenter") / "seg.pth"
     save_checkpoint(path, deeplabv3plus_mobilenet(num_classes=6, output_stride=16))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _forget_protected_inputs():
+    """Commands called in-process declare their inputs (csgis.io.protect_inputs); no test inherits them."""
+    yield
+    from csgis.io import clear_protected
+    clear_protected()

@@ -108,3 +108,29 @@ def test_base_errors_name_the_files(tmp_path):
     # `base` only means something in a file; in a dict or an override it is an unknown key.
     with pytest.raises(ConfigError, match="unknown config key 'base'"):
         from_dict({"base": "x.yaml"})
+
+
+def test_an_empty_or_null_section_in_a_child_keeps_the_base_section(tmp_path):
+    from csgis.config import load_config
+    (tmp_path / "base.yaml").write_text("train:\n  lr: 0.005\n  epochs: 7\nmodel:\n  width: 16\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain:\n  # lr: 0.1\nmodel: ~\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.width) == (0.005, 7, 16)
+
+
+def test_a_key_written_twice_is_refused_with_both_line_numbers(tmp_path):
+    import pytest
+
+    from csgis.config import ConfigError, load_config
+    (tmp_path / "twice.yaml").write_text("train:\n  lr: 0.1\nmodel:\n  width: 8\ntrain:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml.*key 'train' appears twice.*lines 1 and 5"):
+        load_config(tmp_path / "twice.yaml")
+
+
+def test_a_mapping_or_list_for_a_single_value_key_is_refused():
+    import pytest
+
+    from csgis.config import ConfigError, load_config
+    for override, key in (("name={x: 1}", "name"), ("data.root=[a, b]", "data.root")):
+        with pytest.raises(ConfigError, match=f"config key '{key}': expected a single value"):
+            load_config(None, [override])

@@ -1,5 +1,6 @@
 """Bad inputs and accidents: one clear line and a non-zero exit, never a hang, a traceback or lost work."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -445,3 +446,98 @@ def test_a_relative_segmenter_path_from_another_folder_says_so(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SegmenterCheckpointError, match=f"relative to the current folder {tmp_path}"):
         build_loss_segmenter(cfg, torch.device("cpu"))
+
+
+def _digests(folder: Path) -> dict:
+    import hashlib
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_write_rule_refuses_devices_folders_and_declared_inputs_and_follows_links(tmp_path):
+    from csgis.io import WriteRefused, protect_inputs, write_text
+    for target, words in ((Path("/dev/null"), "a device"), (tmp_path, "a folder")):
+        with pytest.raises(WriteRefused, match=words):
+            write_text(target, "x")
+    assert Path("/dev/null").is_char_device()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(WriteRefused, match="a FIFO"):
+        write_text(fifo, "x")
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "gt.png").write_text("gt")
+    (tmp_path / "manifest.csv").write_text("rows")
+    protect_inputs(tmp_path / "inputs", tmp_path / "manifest.csv")
+    for target in (tmp_path / "inputs" / "gt.png", tmp_path / "manifest.csv"):
+        with pytest.raises(WriteRefused, match="is an input of this command"):
+            write_text(target, "x")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "manifest.csv")
+    with pytest.raises(WriteRefused, match="is an input"):
+        write_text(tmp_path / "link.csv", "x")             # resolved before the check
+    write_text(tmp_path / "inputs" / "new.csv", "ok")       # new files beside inputs are fine
+    (tmp_path / "out.csv").write_text("old")
+    (tmp_path / "to_out.csv").symlink_to(tmp_path / "out.csv")
+    write_text(tmp_path / "to_out.csv", "new")
+    assert (tmp_path / "to_out.csv").is_symlink() and (tmp_path / "out.csv").read_text() == "new"
+    assert (tmp_path / "inputs" / "gt.png").read_text() == "gt" and (tmp_path / "manifest.csv").read_text() == "rows"
+
+
+def test_output_flags_never_replace_devices_or_the_commands_inputs(demo_root, tmp_path, smoother_file):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    before = _digests(data)
+    gt = data / read_manifest(data, "test")[0]["gt"]
+    cases = [
+        (["scripts/export_weights.py", "--state", smoother_file, "--out", "/dev/null", "--overwrite"], "a device"),
+        (["scripts/evaluate.py", "--pred", data / "input", "--manifest", data, "--json", "/dev/null", "--quiet"],
+         "a device"),
+        (["scripts/evaluate.py", "--pred", data / "input", "--manifest", data, "--csv", data / "manifest.csv",
+          "--quiet"], "is an input"),
+        (["scripts/evaluate.py", "--pred", data / "input", "--manifest", data, "--csv", gt, "--quiet"], "is an input"),
+        (["scripts/baselines.py", "--data", data, "--filters", "gf", "--val-split", "", "--max-images", "1",
+          "--json", data / "dataset.json", "--quiet"], "is an input"),
+    ]
+    for argv, words in cases:
+        proc = run_cli(argv)
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        assert words in one_line(proc.stderr), argv
+    assert Path("/dev/null").is_char_device()
+    assert _digests(data) == before
+
+
+def test_manifest_ids_that_are_paths_or_repeated_are_refused_by_line(demo_root, tmp_path, smoother_file):
+    import shutil
+
+    from csgis.data.manifest import ManifestError
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    text = (data / "manifest.csv").read_text()
+    header, first, second = text.splitlines()[:3]
+    first_id = first.split(",")[0]
+    for bad, words in (("/srv/x/victim", "is a path"), ("../x", "is a path"), (".hidden", "starts with '.'")):
+        (data / "manifest.csv").write_text(text.replace(first, first.replace(first_id, bad, 1), 1))
+        with pytest.raises(ManifestError, match=f"manifest.csv:2: id '{re.escape(bad)}' {words}"):
+            read_manifest(data)
+        proc = run_cli(["scripts/evaluate.py", "--checkpoint", smoother_file, "--data", data, "--split",
+                        first.split(",")[1], "--save", tmp_path / "out", "--quiet"])
+        assert proc.returncode == 2 and words in one_line(proc.stderr)
+    assert not Path("/srv/x/victim.png").exists() and not (tmp_path / "x.png").exists()
+    second_id = second.split(",")[0]
+    (data / "manifest.csv").write_text(text.replace(second, second.replace(second_id, first_id, 1), 1))
+    with pytest.raises(ManifestError, match="is also on line 2"):
+        read_manifest(data)
+
+
+def test_resume_applies_a_new_learning_rate_and_drops_a_torn_metrics_row(demo_root, tmp_path, capsys):
+    train(tiny_config(demo_root, tmp_path, "lr", train={"epochs": 1, "milestones": [], "lr": 1e-3}))
+    metrics = tmp_path / "lr" / "metrics.jsonl"
+    with open(metrics, "a", encoding="utf-8") as f:
+        f.write('{"epoch": 2, "tra')                       # a crash while the next row was written
+    train(tiny_config(demo_root, tmp_path, "lr", train={"epochs": 2, "milestones": [], "lr": 1e-2}), resume="auto")
+    state = load_training_state(tmp_path / "lr" / "training_states" / "latest.state")
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [pytest.approx(1e-2)]
+    log = (tmp_path / "lr" / "train.log").read_text()
+    assert "applied on resume: train.lr 0.001 -> 0.01" in log
+    assert "the last row is torn" in capsys.readouterr().err
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]

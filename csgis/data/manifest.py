@@ -51,6 +51,21 @@ class OutputDirError(RuntimeError):
 
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` (a sample id, which names output files such as <save>/<id>.png) cannot be a file
+    name inside a folder, or None: empty, a path ('/', '\\'), '.' or '..', a leading '.' (hidden) or
+    a control character."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "is a path, not a name"
+    if name.startswith("."):
+        return "starts with '.'"
+    if any(ord(c) < 32 for c in name):
+        return "holds a control character"
+    return None
+
+
 def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[dict]:
     """Rows of root/manifest.csv as dicts of str (paths relative to root); optionally one split."""
     path = Path(root) / MANIFEST_NAME
@@ -62,12 +77,19 @@ def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[dic
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
-        rows = []
+        rows, seen = [], {}
         for line, row in enumerate(reader, start=2):
             row = {k: (v or "") for k, v in row.items() if k is not None}
             for col in ("id", "split", "input", "gt"):
                 if not row[col]:
                     raise ManifestError(f"{path}:{line}: empty '{col}'")
+            problem = name_problem(row["id"])
+            if problem:  # ids name output files: '/srv/x' or '../x' would write outside the output folder
+                raise ManifestError(f"{path}:{line}: id {row['id']!r} {problem}")
+            if row["id"] in seen:
+                raise ManifestError(f"{path}:{line}: id {row['id']!r} is also on line {seen[row['id']]}; "
+                                    f"every sample needs its own id")
+            seen[row["id"]] = line
             if split is None or row["split"] == split:
                 rows.append(row)
     return rows

@@ -239,6 +239,7 @@ class Run:
                                   f"({' '.join(str(e).split())[:300]})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_schedule_changes(trained)
         if self.average is not None:
             if state.get("ema") is not None:
                 try:
@@ -262,6 +263,29 @@ class Run:
                 generator.set_state(state["rng"][name])
         self.logger.info(f"resumed from {path}: epoch {p.epoch}, batch {p.batch_in_epoch}, step "
                          f"{p.global_step}, best {self.task.best_key} {p.best_metric:.4f}")
+
+    def _apply_schedule_changes(self, trained: dict) -> None:
+        """A resume that changes train.lr, train.milestones or train.gamma trains on with the new
+        values (the restored optimizer and scheduler would otherwise keep the old ones); train.epochs
+        is read each epoch. Says which it applied."""
+        import bisect
+        from collections import Counter
+        asked = flatten(self.cfg)
+        changed = [k for k in ("train.lr", "train.milestones", "train.gamma") if k in trained and trained[k] != asked[k]]
+        if not changed:
+            return
+        t = self.cfg.train
+        if "train.lr" in changed and float(trained["train.lr"]) > 0:
+            ratio = float(t.lr) / float(trained["train.lr"])  # groups with their own rate keep their proportion
+            self.scheduler.base_lrs = [base * ratio for base in self.scheduler.base_lrs]
+        self.scheduler.milestones = Counter(t.milestones)
+        self.scheduler.gamma = float(t.gamma)
+        passed = bisect.bisect_right(sorted(t.milestones), self.scheduler.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * float(t.gamma) ** passed
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.logger.info("applied on resume: " + ", ".join(f"{k} {trained[k]} -> {asked[k]}" for k in changed)
+                         + f" (learning rate now {self.optimizer.param_groups[0]['lr']:g})")
 
     @property
     def eval_model(self) -> nn.Module:

@@ -182,20 +182,31 @@ def write_config(cfg: Config, paths: RunPaths, resuming: bool, logger: logging.L
 
 
 # ----------------------------------------------------------------------------- metrics.jsonl
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a metrics.jsonl ([] when the file does not exist); ValueError naming a bad line."""
-    path = Path(path)
+def _read_metrics(path: Path) -> tuple[list[dict], bool]:
+    """(rows, whether a torn last row was dropped): a crash while appending leaves half a row at the
+    end, which is dropped with a warning; a bad row anywhere else is a ValueError naming its line."""
     if not path.is_file():
-        return []
+        return [], False
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
+            if number - 1 == last:
+                print(f"warning: {path}:{number}: the last row is torn (a crash while it was written); dropped",
+                      file=sys.stderr)
+                return rows, True
             raise ValueError(f"{path}:{number}: not a JSON row ({e.msg})") from None
-    return rows
+    return rows, False
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl ([] when the file does not exist); a torn last row is dropped."""
+    return _read_metrics(Path(path))[0]
 
 
 def write_metrics(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -218,9 +229,9 @@ def metrics_for_resume(paths: RunPaths, epochs_done: int, state_history: list[di
     those epochs are trained again. A run from before metrics.jsonl existed carries its rows in
     the state's 'history': they are written out here.
     """
-    on_disk = read_metrics(paths.metrics)
+    on_disk, torn = _read_metrics(Path(paths.metrics))
     kept = [row for row in (on_disk or state_history or []) if row["epoch"] <= epochs_done]
-    if kept != on_disk:
+    if kept != on_disk or torn:
         write_metrics(paths.metrics, kept)
     return kept
 
