@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from csgis.data.manifest import split_sample_id
-from csgis.io import ImageReadError, list_images, read_image, write_image, write_text
+from csgis.io import ImageReadError, is_within, list_images, read_image, write_image, write_text
 from csgis.runtime import parallel_map
 
 METRIC_KEYS = ("psnr_paper", "ssim_paper", "psnr_standard", "ssim_standard")
@@ -71,6 +71,14 @@ class Matching:
     unmatched: list[Path] = field(default_factory=list)     # predictions without a GT
     missing: list[str] = field(default_factory=list)        # GT names without a prediction
     duplicates: list[str] = field(default_factory=list)     # GT names found with several extensions
+    repeated: list[str] = field(default_factory=list)       # predictions not scored: another one of the same
+                                                            # image was, or the file is a ground truth
+
+
+def _shallow_first(paths: list[Path], root: Path) -> list[Path]:
+    """Predictions in the order they are matched: the top folder's first, so that a copy deeper down
+    (a subfolder, a ground-truth folder inside the prediction folder) is the one called repeated."""
+    return sorted(paths, key=lambda p: (len(p.relative_to(root).parts), str(p)))
 
 
 def _rel_stem(path: Path, root: Path) -> str:
@@ -108,9 +116,13 @@ def match_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> Matc
     def lookup(rel: str) -> Path | None:
         return by_rel.get(rel) or by_stem.get(Path(rel).name)
 
-    used = set()
-    for pred in list_images(pred_dir):
+    used, scored = set(), {}
+    gt_inside = gt_dir.resolve() != pred_dir.resolve() and is_within(gt_dir, pred_dir)
+    for pred in _shallow_first(list_images(pred_dir), pred_dir):
         rel = _rel_stem(pred, pred_dir)
+        if gt_inside and is_within(pred, gt_dir):
+            result.repeated.append(f"{pred}: a ground truth (the ground-truth folder lies inside the prediction folder)")
+            continue
         gt, rule = lookup(rel), "name"
         if gt is None:
             gt_name = _nks_name(Path(rel).name)
@@ -122,6 +134,11 @@ def match_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> Matc
         if gt is None:
             result.unmatched.append(pred)
             continue
+        key = (gt, Path(rel).name)  # one score per ground truth and prediction name (NKS: S12T03, S12T04 both)
+        if key in scored:
+            result.repeated.append(f"{pred}: the same image as {scored[key]}, which is scored")
+            continue
+        scored[key] = pred
         used.add(gt)
         result.pairs.append(Pair(rel, pred, gt, rule))
     result.missing = sorted(k for k, p in by_rel.items() if p not in used)
@@ -141,13 +158,16 @@ def match_manifest(pred_dir: str | os.PathLike, data_root: str | os.PathLike, sp
         by_key.setdefault(row["id"], row)
         by_key.setdefault(Path(row["input"]).stem, row)
     result = Matching()
-    used = set()
-    for pred in list_images(pred_dir):
+    used: dict[str, Path] = {}
+    for pred in _shallow_first(list_images(pred_dir), pred_dir):
         row = by_key.get(pred.stem)
         if row is None:
             result.unmatched.append(pred)
             continue
-        used.add(row["id"])
+        if row["id"] in used:
+            result.repeated.append(f"{pred}: the same image as {used[row['id']]}, which is scored")
+            continue
+        used[row["id"]] = pred
         result.pairs.append(Pair(row["id"], pred, data_root / row["gt"], "manifest"))
     result.missing = sorted(r["id"] for r in rows if r["id"] not in used)
     return result
@@ -397,6 +417,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | Non
         "unmatched": [str(p) for p in matching.unmatched],
         "missing": matching.missing,
         "duplicates": matching.duplicates,
+        "repeated": matching.repeated,
         "problems": problems,
         "images": rows,
     }

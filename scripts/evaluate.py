@@ -147,6 +147,7 @@ def main(argv=None) -> int:
 
     _report_list("predictions without a ground truth (skipped)", report.get("unmatched", []))
     _report_list("ground truths found under several extensions (first one used)", report.get("duplicates", []))
+    _report_list("predictions not scored (each image is scored once)", report.get("repeated", []))
     if report.get("missing"):
         print(f"note: {len(report['missing'])} ground truth(s) have no prediction, e.g. "
               f"{', '.join(report['missing'][:5])}", file=sys.stderr)

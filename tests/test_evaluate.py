@@ -454,3 +454,24 @@ def test_evaluate_post_scores_the_post_filtered_result_and_refuses_a_bad_spec(tm
         with pytest.raises(SystemExit) as exit_info:
             evaluate_script.main(argv)
         assert exit_info.value.code == 2 and "--post" in capsys.readouterr().err
+
+
+def test_each_image_is_scored_once_whatever_copies_the_prediction_folder_holds(tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    from csgis.evaluation import evaluate_folder
+    from csgis.io import write_image
+    rng = np.random.default_rng(0)
+    gts = {f"im{i}": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(3)}
+    pred = tmp_path / "pred"
+    for name, gt in gts.items():
+        write_image(pred / "gt" / f"{name}.png", gt)           # a ground-truth folder inside the predictions
+        write_image(pred / f"{name}.png", np.clip(gt.astype(int) + 3, 0, 255).astype(np.uint8))
+        write_image(pred / "again" / f"{name}.png", gt)        # the same names in a subfolder
+    write_image(pred / "im0.jpg", gts["im0"])                  # and beside it under another extension
+    report = evaluate_folder(pred, pred / "gt", progress=False)
+    assert report["matched"] == 3 and report["methods"]["pred"]["n"] == 3
+    assert all(Path(r["pred"]).parent == pred for r in report["images"])
+    assert len(report["repeated"]) == 3 + 3 + 1
