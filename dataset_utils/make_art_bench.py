@@ -91,11 +91,7 @@ def main(argv=None) -> int:
         named = art.pattern_files([p for p in packages.BENCH_PACKAGES if packages.PACKAGES[p] == "patterns"],
                                   dpkg_info)
         textured = art.write_patterns(named, out / "textures")
-        names = sorted(textured)
-        order = rng.permutation(len(names))
-        cut = max(1, round(SPLITS["val"] * len(names)))
-        patterns = {"val": {names[k]: textured[names[k]] for k in order[:cut]},
-                    "test": {names[k]: textured[names[k]] for k in order[cut:]}}
+        patterns = dict(zip(("val", "test"), art.split_pool(textured, rng, SPLITS["val"])))
         jobs = plan(rng, SIZES[args.size], cutouts, patterns)
         for job in jobs:
             job.update(root=str(out), over_smoother=OVER_SMOOTHER, gt_smoother="")

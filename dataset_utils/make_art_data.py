@@ -54,12 +54,9 @@ def plan_textures(rng, out: Path, size: dict, photo_split: dict, dpkg_info) -> d
     """Write both pools; {folder: {name: source path}}."""
     patterns = art.pattern_files([p for p in packages.TRAIN_PACKAGES if packages.PACKAGES[p] == "patterns"],
                                  dpkg_info)
-    names = sorted(patterns)
-    order = rng.permutation(len(names))
-    cut = max(1, round(PATTERN_TRAIN_FRACTION * len(names)))
-    pools = {"textures": art.write_patterns({names[k]: patterns[names[k]] for k in order[:cut]}, out / "textures"),
-             "textures_eval": art.write_patterns({names[k]: patterns[names[k]] for k in order[cut:]},
-                                                 out / "textures_eval")}
+    train, held = art.split_pool(patterns, rng, PATTERN_TRAIN_FRACTION)
+    pools = {"textures": art.write_patterns(train, out / "textures"),
+             "textures_eval": art.write_patterns(held, out / "textures_eval")}
     photos = {"textures": photo_split["train"], "textures_eval": photo_split["val"] + photo_split["test"]}
     for folder, pool in pools.items():
         pool.update(art.write_photo_textures(photos[folder], out / folder, rng, size["crops_per_photo"]))

@@ -56,6 +56,14 @@ def split_by_class(entries: list[dict], rng: np.random.Generator, fractions: dic
     return out
 
 
+def split_pool(pool: dict, rng: np.random.Generator, fraction: float) -> tuple[dict, dict]:
+    """A {name: path} pool divided at random by name: (about `fraction` of it, at least one; the rest)."""
+    names = sorted(pool)
+    order = rng.permutation(len(names))
+    cut = max(1, round(fraction * len(names)))
+    return ({names[k]: pool[names[k]] for k in order[:cut]}, {names[k]: pool[names[k]] for k in order[cut:]})
+
+
 def pick_cutouts(rng: np.random.Generator, pool: list[dict], count: int) -> list[list]:
     """`count` cut-outs, each of a class drawn uniformly among the pool's classes, then a file of it."""
     by_class: dict[int, list] = {}
